@@ -1,0 +1,430 @@
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use crate::error::{Error, Result};
+use crate::frame::{self, Limits, Message, RecordReassembler, StreamReassembler};
+use crate::sys::{self, Recv, Sent};
+use crate::{Mode, SocketType};
+
+/// Bytes asked of the kernel per read on a stream in framed mode.
+const STREAM_READ_CHUNK: usize = 64 * 1024;
+
+/// Receive limits a caller sets per receive.
+#[derive(Debug, Clone, Copy)]
+pub struct RecvOptions {
+    /// Most descriptors accepted in one message; more are closed and reported.
+    pub max_fds: usize,
+    /// Most payload bytes accepted in one message (framed mode), or the size
+    /// of the receive buffer (raw mode).
+    pub max_bytes: usize,
+}
+
+impl Default for RecvOptions {
+    fn default() -> Self {
+        RecvOptions {
+            max_fds: sys::MAX_FDS_PER_SENDMSG,
+            max_bytes: DEFAULT_MAX_BYTES,
+        }
+    }
+}
+
+/// Default per-message payload cap for framed receives, and buffer for raw ones.
+pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
+pub const DEFAULT_RAW_MAX_BYTES: usize = 64 * 1024;
+
+/// Result of a non-blocking send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendStatus {
+    /// The whole message is with the kernel.
+    Sent,
+    /// Part or all of it waits in the channel's queue (descriptors duplicated,
+    /// so the caller may close its own); call `flush` when writable.
+    Queued,
+}
+
+/// Bytes still to write, with the descriptors that must ride on their first byte.
+#[derive(Debug)]
+struct Pending {
+    bytes: Vec<u8>,
+    at: usize,
+    fds: Vec<OwnedFd>,
+    /// The last chunk of a message: finishing it completes one `send`.
+    ends_message: bool,
+}
+
+/// A connected Unix socket that carries messages with descriptors.
+///
+/// All operations are non-blocking: `try_recv` gives `None` and `send` gives
+/// `Queued` when the socket would block. `recv_blocking` and `send_blocking`
+/// wait with poll(2) for callers without an event loop.
+#[derive(Debug)]
+pub struct Channel {
+    sock: OwnedFd,
+    kind: SocketType,
+    mode: Mode,
+    outbox: VecDeque<Pending>,
+    stream_in: StreamReassembler,
+    record_in: RecordReassembler,
+    record_buf: Vec<u8>,
+    control: Vec<u64>,
+    eof: bool,
+}
+
+impl AsFd for Channel {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+}
+
+impl AsRawFd for Channel {
+    fn as_raw_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+}
+
+impl Channel {
+    /// Adopts a connected Unix socket: makes it non-blocking and close-on-exec
+    /// and reads its type.
+    pub fn from_fd(sock: OwnedFd, mode: Mode) -> Result<Channel> {
+        let kind = sys::socket_type_of(sock.as_fd())?;
+        sys::set_nonblocking(sock.as_fd(), true)?;
+        sys::set_cloexec(sock.as_fd(), "fcntl")?;
+        Ok(Channel::new(sock, kind, mode))
+    }
+
+    pub(crate) fn new(sock: OwnedFd, kind: SocketType, mode: Mode) -> Channel {
+        Channel {
+            sock,
+            kind,
+            mode,
+            outbox: VecDeque::new(),
+            stream_in: StreamReassembler::default(),
+            record_in: RecordReassembler::default(),
+            record_buf: Vec::new(),
+            control: Vec::new(),
+            eof: false,
+        }
+    }
+
+    /// A connected pair, as socketpair(2) makes.
+    pub fn pair(kind: SocketType, mode: Mode) -> Result<(Channel, Channel)> {
+        let (a, b) = sys::new_socket_pair(kind)?;
+        Ok((Channel::new(a, kind, mode), Channel::new(b, kind, mode)))
+    }
+
+    /// Gives the socket back; anything queued or partly received is dropped.
+    pub fn into_fd(self) -> OwnedFd {
+        self.sock
+    }
+
+    pub fn socket_type(&self) -> SocketType {
+        self.kind
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Whether messages wait in the send queue.
+    pub fn has_queued(&self) -> bool {
+        !self.outbox.is_empty()
+    }
+
+    /// Sends one message without blocking. Limits and descriptors are checked
+    /// before anything is written, so an error means nothing was sent.
+    ///
+    /// `fds` are borrowed for the call only: descriptors that must wait in the
+    /// queue are duplicated first. A number that is not open gives EBADF.
+    pub fn send<F: AsRawFd>(&mut self, data: &[u8], fds: &[F]) -> Result<SendStatus> {
+        let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+        let chunks = self.plan(data, &raw)?;
+        let mut status = SendStatus::Sent;
+        let last = chunks.len() - 1;
+        for (i, (bytes, fd_range)) in chunks.into_iter().enumerate() {
+            let chunk_fds = &raw[fd_range];
+            if status == SendStatus::Queued || !self.outbox.is_empty() {
+                self.queue(bytes, 0, chunk_fds, i == last)?;
+                status = SendStatus::Queued;
+                continue;
+            }
+            match sys::send_with_fds(self.sock.as_fd(), self.kind, &bytes, chunk_fds)? {
+                Sent::Bytes(n) if n == bytes.len() => {}
+                Sent::Bytes(n) => {
+                    // The descriptors went with the first n bytes; the rest goes without.
+                    self.queue(bytes, n, &[], i == last)?;
+                    status = SendStatus::Queued;
+                }
+                Sent::WouldBlock => {
+                    self.queue(bytes, 0, chunk_fds, i == last)?;
+                    status = SendStatus::Queued;
+                }
+            }
+        }
+        Ok(status)
+    }
+
+    /// Checks the message against the limits and splits it into the chunks
+    /// each `sendmsg` carries.
+    fn plan(&self, data: &[u8], fds: &[RawFd]) -> Result<Vec<(Vec<u8>, std::ops::Range<usize>)>> {
+        let limit = sys::MAX_FDS_PER_SENDMSG;
+        match self.mode {
+            Mode::Raw => {
+                if fds.len() > limit {
+                    return Err(Error::TooManyFds {
+                        count: fds.len(),
+                        limit,
+                        what: "one raw-mode message carries on this platform; use framed mode to send more",
+                    });
+                }
+                if !fds.is_empty() && data.is_empty() && self.kind == SocketType::Stream {
+                    return Err(Error::InvalidArgument(
+                        "a raw-mode message with descriptors on a stream socket needs at least one data byte \
+                         (the kernel attaches descriptors to bytes)"
+                            .into(),
+                    ));
+                }
+                Ok(vec![(data.to_vec(), 0..fds.len())])
+            }
+            Mode::Framed => {
+                if data.len() > u32::MAX as usize && self.kind == SocketType::Stream {
+                    return Err(Error::MessageTooLarge {
+                        size: data.len(),
+                        limit: u32::MAX as usize,
+                    });
+                }
+                if fds.len() > limit {
+                    // Several sendmsg calls: check every descriptor first so a bad
+                    // one cannot leave half a message on the wire.
+                    for &fd in fds {
+                        sys::check_open(fd)?;
+                    }
+                }
+                let per_frame = match self.kind {
+                    SocketType::Stream => None,
+                    _ => Some(frame::DATAGRAM_FRAME_PAYLOAD),
+                };
+                let frames = frame::encode(data, fds.len(), limit, per_frame);
+                Ok(frames.into_iter().map(|f| (f.bytes, f.fds)).collect())
+            }
+        }
+    }
+
+    fn queue(
+        &mut self,
+        bytes: Vec<u8>,
+        at: usize,
+        fds: &[RawFd],
+        ends_message: bool,
+    ) -> Result<()> {
+        let mut owned = Vec::with_capacity(fds.len());
+        for &fd in fds {
+            owned.push(sys::dup_cloexec(fd)?);
+        }
+        self.outbox.push_back(Pending {
+            bytes,
+            at,
+            fds: owned,
+            ends_message,
+        });
+        Ok(())
+    }
+
+    /// Writes queued chunks until the socket would block. Returns how many
+    /// whole messages were completed.
+    pub fn flush(&mut self) -> Result<usize> {
+        let mut completed = 0;
+        while let Some(p) = self.outbox.front_mut() {
+            let raw: Vec<RawFd> = p.fds.iter().map(|f| f.as_raw_fd()).collect();
+            match sys::send_with_fds(self.sock.as_fd(), self.kind, &p.bytes[p.at..], &raw)? {
+                Sent::WouldBlock => break,
+                Sent::Bytes(n) => {
+                    p.at += n;
+                    p.fds.clear(); // sent with the first byte: our duplicates close now
+                    if p.at == p.bytes.len() {
+                        if p.ends_message {
+                            completed += 1;
+                        }
+                        self.outbox.pop_front();
+                    }
+                }
+            }
+        }
+        Ok(completed)
+    }
+
+    /// Blocking send: queues, then flushes, waiting for writability with poll.
+    pub fn send_blocking<F: AsRawFd>(&mut self, data: &[u8], fds: &[F]) -> Result<()> {
+        if self.send(data, fds)? == SendStatus::Sent {
+            return Ok(());
+        }
+        while self.has_queued() {
+            sys::wait_ready(self.sock.as_fd(), true)?;
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Receives one message without blocking; `Ok(None)` when none is ready.
+    /// `Err(Closed)` at orderly end of stream.
+    pub fn try_recv(&mut self, opts: RecvOptions) -> Result<Option<Message>> {
+        match self.mode {
+            Mode::Raw => self.try_recv_raw(opts),
+            Mode::Framed if self.kind == SocketType::Stream => self.try_recv_framed_stream(opts),
+            Mode::Framed => self.try_recv_framed_records(opts),
+        }
+    }
+
+    /// Blocking receive, waiting for readability with poll.
+    pub fn recv_blocking(&mut self, opts: RecvOptions) -> Result<Message> {
+        loop {
+            if let Some(m) = self.try_recv(opts)? {
+                return Ok(m);
+            }
+            sys::wait_ready(self.sock.as_fd(), false)?;
+        }
+    }
+
+    fn ensure_control(&mut self, max_fds: usize) {
+        let bytes = sys::control_space(max_fds);
+        let words = bytes.div_ceil(8);
+        if self.control.len() != words {
+            self.control = sys::control_buffer(bytes);
+        }
+    }
+
+    fn try_recv_raw(&mut self, opts: RecvOptions) -> Result<Option<Message>> {
+        if self.eof {
+            return Err(Error::Closed);
+        }
+        self.ensure_control(opts.max_fds);
+        let mut buf = vec![0u8; opts.max_bytes.max(1)];
+        let got = match sys::recv_with_fds(self.sock.as_fd(), &mut buf, &mut self.control)? {
+            Recv::WouldBlock => return Ok(None),
+            Recv::Got(g) => g,
+        };
+        // Zero bytes is end of stream on streams and seqpacket (where an empty record
+        // cannot be told from it); on datagram sockets it is an empty datagram.
+        if got.bytes == 0 && got.fds.is_empty() && self.kind != SocketType::Datagram {
+            self.eof = true;
+            return Err(Error::Closed);
+        }
+        if got.data_truncated {
+            return Err(Error::MessageTruncated {
+                limit: buf.len(),
+                fds: got.fds.len(),
+            });
+        }
+        if got.fds.len() > opts.max_fds {
+            // CMSG_SPACE rounding can admit more than asked for (standard-ai/sendfd#14).
+            return Err(Error::TooManyFds {
+                count: got.fds.len(),
+                limit: opts.max_fds,
+                what: "this receive accepts (maxFds); all were closed",
+            });
+        }
+        buf.truncate(got.bytes);
+        Ok(Some(Message {
+            data: buf,
+            fds: got.fds,
+        }))
+    }
+
+    fn try_recv_framed_stream(&mut self, opts: RecvOptions) -> Result<Option<Message>> {
+        let limits = Limits {
+            max_fds: opts.max_fds,
+            max_bytes: opts.max_bytes,
+        };
+        // Every frame may carry the platform's maximum, whatever this caller accepts:
+        // the frame must arrive whole for the stream to stay in step.
+        self.ensure_control(sys::MAX_FDS_PER_SENDMSG);
+        loop {
+            if let Some(r) = self.stream_in.next(limits) {
+                if let Err(e) = &r {
+                    if !e.is_recoverable() {
+                        self.stream_in.clear();
+                        self.eof = true;
+                    }
+                }
+                return r.map(Some);
+            }
+            if self.eof {
+                return Err(Error::Closed);
+            }
+            let buf = self.stream_in.read_buffer(STREAM_READ_CHUNK);
+            let got = sys::recv_with_fds(self.sock.as_fd(), buf, &mut self.control);
+            let got = match got {
+                Ok(Recv::Got(g)) => g,
+                Ok(Recv::WouldBlock) => {
+                    self.stream_in.filled(STREAM_READ_CHUNK, 0, Vec::new());
+                    return Ok(None);
+                }
+                Err(e) => {
+                    self.stream_in.filled(STREAM_READ_CHUNK, 0, Vec::new());
+                    self.stream_in.clear();
+                    self.eof = true;
+                    return Err(e);
+                }
+            };
+            let end = got.bytes == 0 && got.fds.is_empty();
+            self.stream_in.filled(STREAM_READ_CHUNK, got.bytes, got.fds);
+            if end {
+                self.eof = true;
+                if self.stream_in.mid_message() {
+                    let fds = self.stream_in.clear();
+                    return Err(Error::ClosedMidMessage { fds });
+                }
+                return Err(Error::Closed);
+            }
+        }
+    }
+
+    fn try_recv_framed_records(&mut self, opts: RecvOptions) -> Result<Option<Message>> {
+        let limits = Limits {
+            max_fds: opts.max_fds,
+            max_bytes: opts.max_bytes,
+        };
+        self.ensure_control(sys::MAX_FDS_PER_SENDMSG);
+        let record_len = frame::HEADER_LEN + frame::DATAGRAM_FRAME_PAYLOAD;
+        if self.record_buf.len() != record_len {
+            self.record_buf = vec![0u8; record_len];
+        }
+        loop {
+            if self.eof {
+                return Err(Error::Closed);
+            }
+            let got = match sys::recv_with_fds(
+                self.sock.as_fd(),
+                &mut self.record_buf,
+                &mut self.control,
+            )? {
+                Recv::WouldBlock => return Ok(None),
+                Recv::Got(g) => g,
+            };
+            if got.bytes == 0 && got.fds.is_empty() && self.kind == SocketType::SeqPacket {
+                // A zero-length record is end of stream on seqpacket.
+                self.eof = true;
+                if self.record_in.mid_message() {
+                    let fds = self.record_in.clear();
+                    return Err(Error::ClosedMidMessage { fds });
+                }
+                return Err(Error::Closed);
+            }
+            if got.data_truncated {
+                self.record_in.clear();
+                return Err(Error::MessageTruncated {
+                    limit: record_len,
+                    fds: got.fds.len(),
+                });
+            }
+            let record = &self.record_buf[..got.bytes];
+            if let Some(r) = self.record_in.push(record, got.fds, limits) {
+                return r.map(Some);
+            }
+        }
+    }
+
+    /// Descriptors held by partly received messages (closed on drop).
+    pub fn held_fds(&self) -> usize {
+        self.stream_in.held_fds()
+    }
+}

@@ -1,0 +1,499 @@
+//! The framed protocol (PROTOCOL.md, version 1): one `send` is one message on
+//! every socket type, with its descriptors paired to it.
+//!
+//! A message is one or more frames. Each frame is a 12-byte header and a
+//! payload; a frame's descriptors ride on the `sendmsg` that carries the
+//! header's first byte. All but the last frame of a message set `MORE`.
+
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+
+use crate::error::{Error, Result};
+
+pub const MAGIC: [u8; 2] = *b"FD";
+pub const VERSION: u8 = 1;
+pub const HEADER_LEN: usize = 12;
+/// Flag bit: more frames of the same message follow.
+pub const FLAG_MORE: u8 = 0x01;
+/// Payload bytes per frame on datagram and seqpacket sockets: under Linux's
+/// default socket buffer, and small enough that records are never split.
+pub const DATAGRAM_FRAME_PAYLOAD: usize = if cfg!(any(target_os = "linux", target_os = "android")) {
+    64 * 1024
+} else {
+    2048 - HEADER_LEN
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub more: bool,
+    pub fds: u16,
+    pub payload_len: u32,
+}
+
+impl Header {
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut h = [0u8; HEADER_LEN];
+        h[0..2].copy_from_slice(&MAGIC);
+        h[2] = VERSION;
+        h[3] = if self.more { FLAG_MORE } else { 0 };
+        h[4..6].copy_from_slice(&self.fds.to_le_bytes());
+        // bytes 6..8 reserved, zero
+        h[8..12].copy_from_slice(&self.payload_len.to_le_bytes());
+        h
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Header> {
+        debug_assert!(b.len() >= HEADER_LEN);
+        if b[0..2] != MAGIC {
+            return Err(Error::Protocol(format!(
+                "bad frame magic {:02x}{:02x}: the peer is not speaking the fdpass framed protocol \
+                 (use raw mode for peers with their own framing)",
+                b[0], b[1]
+            )));
+        }
+        if b[2] != VERSION {
+            return Err(Error::Protocol(format!(
+                "unsupported protocol version {} (this side speaks {VERSION})",
+                b[2]
+            )));
+        }
+        if b[3] & !FLAG_MORE != 0 || b[6] != 0 || b[7] != 0 {
+            return Err(Error::Protocol("reserved header bits are set".into()));
+        }
+        Ok(Header {
+            more: b[3] & FLAG_MORE != 0,
+            fds: u16::from_le_bytes([b[4], b[5]]),
+            payload_len: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
+        })
+    }
+}
+
+/// One frame ready to send: header plus payload bytes, and the index range of
+/// the message's descriptors that ride on its first byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedFrame {
+    pub bytes: Vec<u8>,
+    pub fds: std::ops::Range<usize>,
+}
+
+/// Splits a message into frames: at most `fds_per_frame` descriptors and (when
+/// given) `payload_per_frame` bytes each. Descriptors go with the first frames,
+/// payload is spread from the first frame on.
+pub fn encode(
+    data: &[u8],
+    fd_count: usize,
+    fds_per_frame: usize,
+    payload_per_frame: Option<usize>,
+) -> Vec<EncodedFrame> {
+    let payload_per_frame = payload_per_frame.unwrap_or(usize::MAX).max(1);
+    let fd_frames = fd_count.div_ceil(fds_per_frame);
+    let data_frames = data.len().div_ceil(payload_per_frame);
+    let frames = fd_frames.max(data_frames).max(1);
+    let mut out = Vec::with_capacity(frames);
+    let mut fd_at = 0;
+    let mut data_at = 0;
+    for i in 0..frames {
+        let nfds = (fd_count - fd_at).min(fds_per_frame);
+        let len = (data.len() - data_at).min(payload_per_frame);
+        let header = Header {
+            more: i + 1 < frames,
+            fds: nfds as u16,
+            payload_len: len as u32,
+        };
+        let mut bytes = Vec::with_capacity(HEADER_LEN + len);
+        bytes.extend_from_slice(&header.encode());
+        bytes.extend_from_slice(&data[data_at..data_at + len]);
+        out.push(EncodedFrame {
+            bytes,
+            fds: fd_at..fd_at + nfds,
+        });
+        fd_at += nfds;
+        data_at += len;
+    }
+    out
+}
+
+/// A whole message taken off the wire.
+#[derive(Debug, Default)]
+pub struct Message {
+    pub data: Vec<u8>,
+    pub fds: Vec<OwnedFd>,
+}
+
+/// What the reassembler does with a message that exceeds the caller's limits:
+/// it still consumes the whole message (so the stream stays in step), closes
+/// its descriptors, and reports the error in place of the message.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_fds: usize,
+    pub max_bytes: usize,
+}
+
+/// A message under assembly.
+#[derive(Debug, Default)]
+struct Partial {
+    msg: Message,
+    /// Set when the message broke a limit: the rest is consumed and discarded.
+    rejected: Option<Error>,
+    fds_seen: usize,
+    bytes_seen: usize,
+}
+
+impl Partial {
+    fn add(&mut self, payload: &[u8], fds: Vec<OwnedFd>, limits: Limits) {
+        self.fds_seen += fds.len();
+        self.bytes_seen += payload.len();
+        if self.rejected.is_none() {
+            if self.fds_seen > limits.max_fds {
+                self.rejected = Some(Error::TooManyFds {
+                    count: self.fds_seen,
+                    limit: limits.max_fds,
+                    what: "this receive accepts (maxFds)",
+                });
+            } else if self.bytes_seen > limits.max_bytes {
+                self.rejected = Some(Error::MessageTooLarge {
+                    size: self.bytes_seen,
+                    limit: limits.max_bytes,
+                });
+            }
+        }
+        if self.rejected.is_some() {
+            self.msg = Message::default();
+            return; // `fds` drops here: closed
+        }
+        self.msg.data.extend_from_slice(payload);
+        self.msg.fds.extend(fds);
+    }
+
+    fn finish(mut self) -> Result<Message> {
+        if let Some(e) = self.rejected.take() {
+            // The count reported is the whole message's, not where the limit tripped.
+            return Err(match e {
+                Error::TooManyFds { limit, what, .. } => Error::TooManyFds {
+                    count: self.fds_seen,
+                    limit,
+                    what,
+                },
+                Error::MessageTooLarge { limit, .. } => Error::MessageTooLarge {
+                    size: self.bytes_seen,
+                    limit,
+                },
+                e => e,
+            });
+        }
+        Ok(self.msg)
+    }
+}
+
+/// Reassembles framed messages from a byte stream with descriptors attached.
+///
+/// On a stream the kernel delivers a sender's descriptors together with the
+/// bytes of the chunk they rode on, and never later than the first byte of that
+/// chunk; one read may also carry earlier bytes. So descriptors wait in a queue
+/// and each frame header, when parsed, takes the count it declares. A header
+/// that declares more than have arrived, or descriptors left over with no
+/// header to claim them, is a protocol violation.
+#[derive(Debug, Default)]
+pub struct StreamReassembler {
+    buf: Vec<u8>,
+    /// Read position in `buf`; the consumed prefix is dropped lazily.
+    at: usize,
+    fds: VecDeque<OwnedFd>,
+    header: Option<Header>,
+    partial: Option<Partial>,
+}
+
+impl StreamReassembler {
+    /// The spare capacity to read into, at least `min` bytes.
+    pub fn read_buffer(&mut self, min: usize) -> &mut [u8] {
+        if self.at > 0 && (self.at == self.buf.len() || self.at >= self.buf.capacity() / 2) {
+            self.buf.drain(..self.at);
+            self.at = 0;
+        }
+        let len = self.buf.len();
+        self.buf.resize(len + min, 0);
+        &mut self.buf[len..]
+    }
+
+    /// Records that `n` bytes of the last `read_buffer` were filled, with the
+    /// descriptors that came with them.
+    pub fn filled(&mut self, requested: usize, n: usize, fds: Vec<OwnedFd>) {
+        let len = self.buf.len();
+        self.buf.truncate(len - requested + n);
+        self.fds.extend(fds);
+    }
+
+    /// Whether a message is partly read (bytes or descriptors buffered).
+    pub fn mid_message(&self) -> bool {
+        self.at < self.buf.len()
+            || self.header.is_some()
+            || self.partial.is_some()
+            || !self.fds.is_empty()
+    }
+
+    /// Descriptors held for a message not yet complete.
+    pub fn held_fds(&self) -> usize {
+        self.fds.len() + self.partial.as_ref().map_or(0, |p| p.msg.fds.len())
+    }
+
+    /// The next complete message, if the buffer holds one. `Some(Err)` is a
+    /// message dropped for breaking `limits` (recoverable) or a protocol
+    /// violation (the stream is out of step).
+    pub fn next(&mut self, limits: Limits) -> Option<Result<Message>> {
+        loop {
+            let header = match self.header {
+                Some(h) => h,
+                None => {
+                    if self.buf.len() - self.at < HEADER_LEN {
+                        return self.check_orphan_fds();
+                    }
+                    let h = match Header::decode(&self.buf[self.at..self.at + HEADER_LEN]) {
+                        Ok(h) => h,
+                        Err(e) => return Some(Err(e)),
+                    };
+                    if (h.fds as usize) > self.fds.len() {
+                        return Some(Err(Error::Protocol(format!(
+                            "a frame declares {} descriptors but {} arrived with it",
+                            h.fds,
+                            self.fds.len()
+                        ))));
+                    }
+                    self.at += HEADER_LEN;
+                    self.header = Some(h);
+                    h
+                }
+            };
+            let len = header.payload_len as usize;
+            if self.buf.len() - self.at < len {
+                return None;
+            }
+            let payload = &self.buf[self.at..self.at + len];
+            let fds: Vec<OwnedFd> = self.fds.drain(..header.fds as usize).collect();
+            let partial = self.partial.get_or_insert_with(Partial::default);
+            partial.add(payload, fds, limits);
+            self.at += len;
+            self.header = None;
+            if !header.more {
+                let done = self.partial.take().unwrap_or_default();
+                return Some(done.finish());
+            }
+        }
+    }
+
+    /// Descriptors that arrived but that no parsed or partly read header can
+    /// claim are a violation: close them.
+    fn check_orphan_fds(&mut self) -> Option<Result<Message>> {
+        if !self.fds.is_empty() && self.at == self.buf.len() {
+            let n = self.fds.len();
+            self.fds.clear();
+            return Some(Err(Error::Protocol(format!(
+                "{n} descriptors arrived without a frame to carry them; they were closed"
+            ))));
+        }
+        None
+    }
+
+    /// Drops everything buffered (closing held descriptors); returns how many
+    /// descriptors were closed.
+    pub fn clear(&mut self) -> usize {
+        let n = self.held_fds();
+        *self = StreamReassembler::default();
+        n
+    }
+}
+
+/// Reassembles framed messages from records (SOCK_SEQPACKET, SOCK_DGRAM), where
+/// each record is exactly one frame.
+#[derive(Debug, Default)]
+pub struct RecordReassembler {
+    partial: Option<Partial>,
+}
+
+impl RecordReassembler {
+    /// Takes one record; returns a message when it completes one.
+    pub fn push(
+        &mut self,
+        record: &[u8],
+        fds: Vec<OwnedFd>,
+        limits: Limits,
+    ) -> Option<Result<Message>> {
+        if record.len() < HEADER_LEN {
+            self.partial = None;
+            return Some(Err(Error::Protocol(format!(
+                "a {}-byte record is shorter than a frame header",
+                record.len()
+            ))));
+        }
+        let header = match Header::decode(&record[..HEADER_LEN]) {
+            Ok(h) => h,
+            Err(e) => {
+                self.partial = None;
+                return Some(Err(e));
+            }
+        };
+        let payload = &record[HEADER_LEN..];
+        if payload.len() != header.payload_len as usize || fds.len() != header.fds as usize {
+            self.partial = None;
+            return Some(Err(Error::Protocol(format!(
+                "a record declares {} bytes and {} descriptors but carried {} and {}; closed",
+                header.payload_len,
+                header.fds,
+                payload.len(),
+                fds.len()
+            ))));
+        }
+        let partial = self.partial.get_or_insert_with(Partial::default);
+        partial.add(payload, fds, limits);
+        if header.more {
+            return None;
+        }
+        self.partial.take().map(Partial::finish)
+    }
+
+    pub fn mid_message(&self) -> bool {
+        self.partial.is_some()
+    }
+
+    pub fn clear(&mut self) -> usize {
+        let n = self.partial.as_ref().map_or(0, |p| p.msg.fds.len());
+        self.partial = None;
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NO_LIMITS: Limits = Limits {
+        max_fds: usize::MAX,
+        max_bytes: usize::MAX,
+    };
+
+    #[test]
+    fn header_round_trips() {
+        let h = Header {
+            more: true,
+            fds: 253,
+            payload_len: 0xdead_beef,
+        };
+        assert_eq!(Header::decode(&h.encode()).unwrap(), h);
+    }
+
+    #[test]
+    fn header_rejects_foreign_bytes() {
+        let mut b = Header {
+            more: false,
+            fds: 0,
+            payload_len: 1,
+        }
+        .encode();
+        b[0] = b'X';
+        assert!(matches!(Header::decode(&b), Err(Error::Protocol(_))));
+        b[0] = b'F';
+        b[2] = 9;
+        assert!(matches!(Header::decode(&b), Err(Error::Protocol(_))));
+    }
+
+    #[test]
+    fn encode_spreads_fds_and_payload() {
+        let frames = encode(b"hello", 600, 253, None);
+        assert_eq!(frames.len(), 3);
+        assert_eq!(frames[0].fds, 0..253);
+        assert_eq!(frames[1].fds, 253..506);
+        assert_eq!(frames[2].fds, 506..600);
+        assert_eq!(&frames[0].bytes[HEADER_LEN..], b"hello");
+        assert!(Header::decode(&frames[0].bytes).unwrap().more);
+        assert!(!Header::decode(&frames[2].bytes).unwrap().more);
+        let empty = encode(b"", 0, 253, None);
+        assert_eq!(empty.len(), 1);
+        assert_eq!(empty[0].bytes.len(), HEADER_LEN);
+    }
+
+    #[test]
+    fn encode_splits_payload_for_records() {
+        let data = vec![7u8; 10];
+        let frames = encode(&data, 0, 253, Some(4));
+        assert_eq!(frames.len(), 3);
+        assert_eq!(
+            frames
+                .iter()
+                .map(|f| f.bytes.len() - HEADER_LEN)
+                .sum::<usize>(),
+            10
+        );
+    }
+
+    #[test]
+    fn stream_reassembles_across_byte_at_a_time_reads() {
+        let mut wire = Vec::new();
+        for f in encode(b"first", 0, 253, None)
+            .into_iter()
+            .chain(encode(b"second!", 0, 253, None))
+        {
+            wire.extend(f.bytes);
+        }
+        let mut r = StreamReassembler::default();
+        let mut got = Vec::new();
+        for byte in wire {
+            r.read_buffer(1)[0] = byte;
+            r.filled(1, 1, Vec::new());
+            while let Some(m) = r.next(NO_LIMITS) {
+                got.push(m.unwrap().data);
+            }
+        }
+        assert_eq!(got, vec![b"first".to_vec(), b"second!".to_vec()]);
+        assert!(!r.mid_message());
+    }
+
+    #[test]
+    fn stream_header_claiming_missing_fds_is_a_violation() {
+        let frames = encode(b"x", 2, 253, None);
+        let mut r = StreamReassembler::default();
+        let n = frames[0].bytes.len();
+        r.read_buffer(n).copy_from_slice(&frames[0].bytes);
+        r.filled(n, n, Vec::new());
+        assert!(matches!(r.next(NO_LIMITS), Some(Err(Error::Protocol(_)))));
+    }
+
+    #[test]
+    fn record_rejects_count_mismatch() {
+        let frames = encode(b"abc", 0, 253, None);
+        let mut r = RecordReassembler::default();
+        let mut short = frames[0].bytes.clone();
+        short.pop();
+        assert!(matches!(
+            r.push(&short, Vec::new(), NO_LIMITS),
+            Some(Err(Error::Protocol(_)))
+        ));
+        assert_eq!(
+            r.push(&frames[0].bytes, Vec::new(), NO_LIMITS)
+                .unwrap()
+                .unwrap()
+                .data,
+            b"abc"
+        );
+    }
+
+    #[test]
+    fn over_limit_message_is_consumed_whole_and_reported() {
+        let limits = Limits {
+            max_fds: usize::MAX,
+            max_bytes: 3,
+        };
+        let mut r = RecordReassembler::default();
+        let frames = encode(b"abcdef", 0, 253, Some(2));
+        let mut results = Vec::new();
+        for f in &frames {
+            if let Some(res) = r.push(&f.bytes, Vec::new(), limits) {
+                results.push(res);
+            }
+        }
+        assert_eq!(results.len(), 1);
+        assert!(matches!(
+            results[0],
+            Err(Error::MessageTooLarge { size: 6, limit: 3 })
+        ));
+        assert!(!r.mid_message());
+    }
+}

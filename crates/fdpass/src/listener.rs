@@ -1,0 +1,197 @@
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+use crate::sys;
+use crate::{Channel, Mode, SocketType};
+
+/// Where a Unix socket lives: a filesystem path or a Linux abstract name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Address {
+    Path(PathBuf),
+    /// Linux only; the name without its leading NUL.
+    Abstract(Vec<u8>),
+}
+
+impl Address {
+    fn to_unix_addr(&self) -> Result<nix::sys::socket::UnixAddr> {
+        match self {
+            Address::Path(p) => {
+                use std::os::unix::ffi::OsStrExt;
+                sys::unix_addr(p.as_os_str().as_bytes(), false)
+            }
+            Address::Abstract(name) => sys::unix_addr(name, true),
+        }
+    }
+}
+
+/// How to listen.
+#[derive(Debug, Clone)]
+pub struct ListenOptions {
+    pub address: Address,
+    pub socket_type: SocketType,
+    /// Permission bits for the socket file (filesystem paths only), applied
+    /// after bind and before listen, so no peer can connect in between.
+    pub mode: Option<u32>,
+    pub backlog: i32,
+}
+
+/// A listening Unix socket that accepts channels.
+#[derive(Debug)]
+pub struct Listener {
+    sock: OwnedFd,
+    socket_type: SocketType,
+    /// The file this listener created, with its identity, so that closing
+    /// removes it only while it is still ours (a successor may have replaced it;
+    /// nodejs/node#19729).
+    created: Option<(PathBuf, u64, u64)>,
+}
+
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+}
+
+impl AsRawFd for Listener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+}
+
+impl Listener {
+    pub fn bind(opts: &ListenOptions) -> Result<Listener> {
+        if opts.socket_type == SocketType::Datagram {
+            return Err(Error::Unsupported(
+                "datagram sockets do not listen; use socketPair or a connected datagram socket",
+            ));
+        }
+        let sock = sys::new_socket(opts.socket_type)?;
+        let addr = opts.address.to_unix_addr()?;
+        sys::bind(sock.as_fd(), &addr)?;
+        let mut created = None;
+        if let Address::Path(path) = &opts.address {
+            let (dev, ino) = sys::file_identity(path)?;
+            created = Some((path.clone(), dev, ino));
+            if let Some(mode) = opts.mode {
+                let perm = nix::sys::stat::Mode::from_bits_truncate(mode as _);
+                if let Err(e) = nix::sys::stat::fchmodat(
+                    nix::fcntl::AT_FDCWD,
+                    path.as_path(),
+                    perm,
+                    nix::sys::stat::FchmodatFlags::FollowSymlink,
+                ) {
+                    let _ = std::fs::remove_file(path);
+                    return Err(Error::Sys {
+                        syscall: "chmod",
+                        errno: e,
+                    });
+                }
+            }
+        } else if opts.mode.is_some() {
+            return Err(Error::InvalidArgument(
+                "mode applies to filesystem sockets; abstract names have no permissions".into(),
+            ));
+        }
+        let listening = Listener {
+            sock,
+            socket_type: opts.socket_type,
+            created,
+        };
+        sys::listen(listening.sock.as_fd(), opts.backlog)?;
+        Ok(listening)
+    }
+
+    pub fn socket_type(&self) -> SocketType {
+        self.socket_type
+    }
+
+    /// Accepts one pending connection without blocking.
+    pub fn try_accept(&self, mode: Mode) -> Result<Option<Channel>> {
+        Ok(sys::accept(self.sock.as_fd())?.map(|fd| Channel::new(fd, self.socket_type, mode)))
+    }
+
+    /// Blocking accept, waiting with poll.
+    pub fn accept_blocking(&self, mode: Mode) -> Result<Channel> {
+        loop {
+            if let Some(c) = self.try_accept(mode)? {
+                return Ok(c);
+            }
+            sys::wait_ready(self.sock.as_fd(), false)?;
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Some((path, dev, ino)) = self.created.take() {
+            if sys::file_identity(&path).ok() == Some((dev, ino)) {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+}
+
+/// Starts connecting to `address`. `Connecting::Done` holds the channel; on
+/// `InProgress` wait until the socket is writable and call `finish`.
+pub fn connect(address: &Address, socket_type: SocketType, mode: Mode) -> Result<Connecting> {
+    let sock = sys::new_socket(socket_type)?;
+    let addr = address.to_unix_addr()?;
+    let done = sys::connect(sock.as_fd(), &addr)?;
+    let channel = Channel::new(sock, socket_type, mode);
+    Ok(if done {
+        Connecting::Done(channel)
+    } else {
+        Connecting::InProgress(PendingConnect { channel, addr })
+    })
+}
+
+/// A connect the kernel has not completed yet.
+#[derive(Debug)]
+pub enum Connecting {
+    Done(Channel),
+    InProgress(PendingConnect),
+}
+
+#[derive(Debug)]
+pub struct PendingConnect {
+    channel: Channel,
+    addr: nix::sys::socket::UnixAddr,
+}
+
+impl PendingConnect {
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// Called when writable: completes, or asks to wait again (Linux reports a
+    /// full backlog as EAGAIN, which needs a new connect call, not SO_ERROR).
+    pub fn finish(self) -> Result<Connecting> {
+        sys::connect_result(self.channel.as_fd())?;
+        if sys::connect(self.channel.as_fd(), &self.addr).or_else(|e| match e {
+            Error::Sys {
+                errno: nix::errno::Errno::EISCONN,
+                ..
+            } => Ok(true),
+            e => Err(e),
+        })? {
+            Ok(Connecting::Done(self.channel))
+        } else {
+            Ok(Connecting::InProgress(self))
+        }
+    }
+}
+
+/// Blocking connect convenience.
+pub fn connect_blocking(address: &Address, socket_type: SocketType, mode: Mode) -> Result<Channel> {
+    let mut c = connect(address, socket_type, mode)?;
+    loop {
+        match c {
+            Connecting::Done(ch) => return Ok(ch),
+            Connecting::InProgress(p) => {
+                sys::wait_ready(p.channel.as_fd(), true)?;
+                c = p.finish()?;
+            }
+        }
+    }
+}

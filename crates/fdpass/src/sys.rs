@@ -1,0 +1,564 @@
+//! The one place that talks to the kernel. Per-OS differences (close-on-exec on
+//! receive, per-message descriptor limits, SOCK_SEQPACKET, MSG_EOR, accept flags)
+//! live here behind `cfg`, so the rest of the crate reads the same everywhere.
+//! Every `unsafe` block of the crate is in this file.
+#![allow(unsafe_code)]
+
+use std::io::IoSlice;
+use std::mem::{size_of, MaybeUninit};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+use nix::libc;
+use nix::sys::socket::{
+    self, sockopt, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, SockaddrLike,
+    UnixAddr,
+};
+
+use crate::error::{Error, Result};
+use crate::SocketType;
+
+/// Most descriptors one `sendmsg` may carry. Linux's `SCM_MAX_FD` is 253, musl
+/// fails at 253 (HAProxy, haproxy@148d7a030), FreeBSD caps control data at
+/// MCLBYTES (2 KiB) with about 24 bytes of kernel state per right
+/// (CTSRD-CHERI/cheribsd#1461). macOS has no fixed cap; we keep Linux's so a
+/// framed peer never needs more than the receiver sized for.
+#[cfg(all(target_os = "linux", target_env = "musl"))]
+pub const MAX_FDS_PER_SENDMSG: usize = 252;
+#[cfg(all(target_os = "linux", not(target_env = "musl")))]
+pub const MAX_FDS_PER_SENDMSG: usize = 253;
+#[cfg(target_os = "freebsd")]
+pub const MAX_FDS_PER_SENDMSG: usize = 85;
+#[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+pub const MAX_FDS_PER_SENDMSG: usize = 253;
+
+/// Whether this OS has SOCK_SEQPACKET on AF_UNIX (macOS does not).
+pub const HAS_SEQPACKET: bool = cfg!(any(target_os = "linux", target_os = "freebsd"));
+
+/// Whether Linux abstract socket names exist here.
+pub const HAS_ABSTRACT_NAMES: bool = cfg!(any(target_os = "linux", target_os = "android"));
+
+fn nix_socket_type(kind: SocketType) -> Result<SockType> {
+    match kind {
+        SocketType::Stream => Ok(SockType::Stream),
+        SocketType::Datagram => Ok(SockType::Datagram),
+        SocketType::SeqPacket if HAS_SEQPACKET => Ok(SockType::SeqPacket),
+        SocketType::SeqPacket => Err(Error::Unsupported(
+            "SOCK_SEQPACKET Unix sockets are not available on this operating system; use stream",
+        )),
+    }
+}
+
+/// Flags that make new descriptors close-on-exec and non-blocking atomically
+/// where the OS can; elsewhere `finish_new_fd` sets them right after creation.
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+fn atomic_sock_flags() -> SockFlag {
+    SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK
+}
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+fn atomic_sock_flags() -> SockFlag {
+    SockFlag::empty()
+}
+
+fn finish_new_fd(fd: OwnedFd) -> Result<OwnedFd> {
+    if atomic_sock_flags().is_empty() {
+        set_cloexec(fd.as_fd(), "fcntl")?;
+        set_nonblocking(fd.as_fd(), true)?;
+    }
+    Ok(fd)
+}
+
+pub fn new_socket(kind: SocketType) -> Result<OwnedFd> {
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        nix_socket_type(kind)?,
+        atomic_sock_flags(),
+        None,
+    )
+    .map_err(|e| Error::sys("socket", e))?;
+    finish_new_fd(fd)
+}
+
+pub fn new_socket_pair(kind: SocketType) -> Result<(OwnedFd, OwnedFd)> {
+    let (a, b) = socket::socketpair(
+        AddressFamily::Unix,
+        nix_socket_type(kind)?,
+        None,
+        atomic_sock_flags(),
+    )
+    .map_err(|e| Error::sys("socketpair", e))?;
+    Ok((finish_new_fd(a)?, finish_new_fd(b)?))
+}
+
+pub fn set_cloexec(fd: BorrowedFd<'_>, syscall: &'static str) -> Result<()> {
+    fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(|e| Error::sys(syscall, e))?;
+    Ok(())
+}
+
+pub fn is_cloexec(fd: BorrowedFd<'_>) -> Result<bool> {
+    let flags = fcntl(fd, FcntlArg::F_GETFD).map_err(|e| Error::sys("fcntl", e))?;
+    Ok(FdFlag::from_bits_truncate(flags).contains(FdFlag::FD_CLOEXEC))
+}
+
+/// Sets or clears O_NONBLOCK. The flag belongs to the open file description,
+/// so every process holding a copy of this descriptor sees the change.
+pub fn set_nonblocking(fd: BorrowedFd<'_>, nonblocking: bool) -> Result<()> {
+    let current = fcntl(fd, FcntlArg::F_GETFL).map_err(|e| Error::sys("fcntl", e))?;
+    let mut flags = OFlag::from_bits_truncate(current);
+    flags.set(OFlag::O_NONBLOCK, nonblocking);
+    if flags.bits() != current {
+        fcntl(fd, FcntlArg::F_SETFL(flags)).map_err(|e| Error::sys("fcntl", e))?;
+    }
+    Ok(())
+}
+
+/// Fails with EBADF when `fd` is not an open descriptor of this process.
+pub fn check_open(fd: RawFd) -> Result<()> {
+    // SAFETY: F_GETFD only reads the descriptor table entry; an invalid number
+    // yields EBADF and no other effect.
+    let rc = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if rc == -1 {
+        return Err(Error::sys("fcntl", Errno::last()));
+    }
+    Ok(())
+}
+
+/// A close-on-exec duplicate, so a queued send stays valid after the caller
+/// closes or reuses its own descriptor number.
+pub fn dup_cloexec(fd: RawFd) -> Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC only reads the table entry of `fd`; an invalid
+    // number yields EBADF and no other effect.
+    let raw = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if raw == -1 {
+        return Err(Error::sys("fcntl", Errno::last()));
+    }
+    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// Takes ownership of a descriptor number handed in from outside Rust (an
+/// inherited socket, a number the JS side received earlier).
+///
+/// # Safety
+/// The caller must own `fd` and must not use or close it afterwards.
+pub unsafe fn adopt(fd: RawFd) -> Result<OwnedFd> {
+    check_open(fd)?;
+    // SAFETY: the caller transfers ownership of an open descriptor (checked above).
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+pub fn close_raw(fd: RawFd) -> Result<()> {
+    check_open(fd)?;
+    // SAFETY: the caller gives up `fd`; closing by number is what it asked for,
+    // and the descriptor was checked open. EINTR is not retried: on Linux the
+    // descriptor is released even when close reports EINTR.
+    drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    Ok(())
+}
+
+pub fn socket_type_of(fd: BorrowedFd<'_>) -> Result<SocketType> {
+    match socket::getsockopt(&fd, sockopt::SockType).map_err(|e| Error::sys("getsockopt", e))? {
+        SockType::Stream => Ok(SocketType::Stream),
+        SockType::Datagram => Ok(SocketType::Datagram),
+        SockType::SeqPacket => Ok(SocketType::SeqPacket),
+        _ => Err(Error::Unsupported(
+            "the descriptor is a socket of a type fdpass cannot carry messages on",
+        )),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Descriptor kinds
+
+/// What a descriptor is, found with fstat and getsockopt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FdKind {
+    File,
+    Directory,
+    Fifo,
+    Tty,
+    CharDevice,
+    Tcp,
+    TcpListener,
+    Udp,
+    UnixStream,
+    UnixStreamListener,
+    UnixDgram,
+    UnixSeqPacket,
+    Other,
+}
+
+impl FdKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            FdKind::File => "file",
+            FdKind::Directory => "directory",
+            FdKind::Fifo => "fifo",
+            FdKind::Tty => "tty",
+            FdKind::CharDevice => "char-device",
+            FdKind::Tcp => "tcp",
+            FdKind::TcpListener => "tcp-listener",
+            FdKind::Udp => "udp",
+            FdKind::UnixStream => "unix-stream",
+            FdKind::UnixStreamListener => "unix-stream-listener",
+            FdKind::UnixDgram => "unix-dgram",
+            FdKind::UnixSeqPacket => "unix-seqpacket",
+            FdKind::Other => "other",
+        }
+    }
+}
+
+pub fn fd_kind(fd: BorrowedFd<'_>) -> Result<FdKind> {
+    let st = nix::sys::stat::fstat(fd).map_err(|e| Error::sys("fstat", e))?;
+    let fmt = st.st_mode & libc::S_IFMT;
+    Ok(match fmt {
+        libc::S_IFREG => FdKind::File,
+        libc::S_IFDIR => FdKind::Directory,
+        libc::S_IFIFO => FdKind::Fifo,
+        libc::S_IFCHR => {
+            if nix::unistd::isatty(fd).unwrap_or(false) {
+                FdKind::Tty
+            } else {
+                FdKind::CharDevice
+            }
+        }
+        libc::S_IFSOCK => socket_kind(fd)?,
+        _ => FdKind::Other,
+    })
+}
+
+fn socket_kind(fd: BorrowedFd<'_>) -> Result<FdKind> {
+    let ty = socket::getsockopt(&fd, sockopt::SockType).map_err(|e| Error::sys("getsockopt", e))?;
+    let family = socket_family(fd)?;
+    let listening = socket::getsockopt(&fd, sockopt::AcceptConn).unwrap_or(false);
+    Ok(match (family, ty) {
+        (Some(AddressFamily::Inet | AddressFamily::Inet6), SockType::Stream) if listening => {
+            FdKind::TcpListener
+        }
+        (Some(AddressFamily::Inet | AddressFamily::Inet6), SockType::Stream) => FdKind::Tcp,
+        (Some(AddressFamily::Inet | AddressFamily::Inet6), SockType::Datagram) => FdKind::Udp,
+        (Some(AddressFamily::Unix), SockType::Stream) if listening => FdKind::UnixStreamListener,
+        (Some(AddressFamily::Unix), SockType::Stream) => FdKind::UnixStream,
+        (Some(AddressFamily::Unix), SockType::Datagram) => FdKind::UnixDgram,
+        (Some(AddressFamily::Unix), SockType::SeqPacket) => FdKind::UnixSeqPacket,
+        _ => FdKind::Other,
+    })
+}
+
+fn socket_family(fd: BorrowedFd<'_>) -> Result<Option<AddressFamily>> {
+    let addr: socket::SockaddrStorage =
+        socket::getsockname(fd.as_raw_fd()).map_err(|e| Error::sys("getsockname", e))?;
+    Ok(addr.family())
+}
+
+// ---------------------------------------------------------------------------
+// Addresses, listening, connecting
+
+pub fn unix_addr(path: &[u8], abstract_name: bool) -> Result<UnixAddr> {
+    if abstract_name {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            return UnixAddr::new_abstract(path).map_err(|e| Error::sys("bind", e));
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        {
+            return Err(Error::Unsupported(
+                "abstract socket names exist only on Linux; use a filesystem path",
+            ));
+        }
+    }
+    UnixAddr::new(std::ffi::OsStr::from_bytes(path)).map_err(|e| Error::sys("bind", e))
+}
+
+pub fn bind(fd: BorrowedFd<'_>, addr: &UnixAddr) -> Result<()> {
+    socket::bind(fd.as_raw_fd(), addr).map_err(|e| Error::sys("bind", e))
+}
+
+pub fn listen(fd: BorrowedFd<'_>, backlog: i32) -> Result<()> {
+    let backlog = socket::Backlog::new(backlog).map_err(|e| Error::sys("listen", e))?;
+    socket::listen(&fd, backlog).map_err(|e| Error::sys("listen", e))
+}
+
+/// Non-blocking connect. `Ok(false)` means the connection is in progress
+/// (EINPROGRESS) or the listener's backlog is full (EAGAIN on Linux): wait for
+/// writability and call `connect_result` or retry.
+pub fn connect(fd: BorrowedFd<'_>, addr: &UnixAddr) -> Result<bool> {
+    loop {
+        match socket::connect(fd.as_raw_fd(), addr) {
+            Ok(()) => return Ok(true),
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EINPROGRESS | Errno::EAGAIN) => return Ok(false),
+            Err(e) => return Err(Error::sys("connect", e)),
+        }
+    }
+}
+
+/// Whether a pending non-blocking connect finished, from SO_ERROR.
+pub fn connect_result(fd: BorrowedFd<'_>) -> Result<()> {
+    let err =
+        socket::getsockopt(&fd, sockopt::SocketError).map_err(|e| Error::sys("getsockopt", e))?;
+    if err == 0 {
+        Ok(())
+    } else {
+        Err(Error::sys("connect", Errno::from_raw(err)))
+    }
+}
+
+/// Accepts one connection as a close-on-exec, non-blocking descriptor;
+/// `Ok(None)` when none is pending.
+pub fn accept(fd: BorrowedFd<'_>) -> Result<Option<OwnedFd>> {
+    loop {
+        #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+        let r = socket::accept4(fd.as_raw_fd(), atomic_sock_flags());
+        #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+        let r = socket::accept(fd.as_raw_fd());
+        match r {
+            Ok(raw) => {
+                // SAFETY: accept returned a new descriptor that nothing else owns.
+                let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                return finish_new_fd(owned).map(Some);
+            }
+            Err(Errno::EINTR | Errno::ECONNABORTED) => continue,
+            Err(Errno::EAGAIN) => return Ok(None),
+            Err(e) => return Err(Error::sys("accept", e)),
+        }
+    }
+}
+
+/// Waits until `fd` is readable or writable, for the blocking convenience API.
+pub fn wait_ready(fd: BorrowedFd<'_>, writable: bool) -> Result<()> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let events = if writable {
+        PollFlags::POLLOUT
+    } else {
+        PollFlags::POLLIN
+    };
+    let mut fds = [PollFd::new(fd, events)];
+    loop {
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => return Ok(()),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(Error::sys("poll", e)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// sendmsg
+
+/// Outcome of one non-blocking `sendmsg`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// This many bytes went out; descriptors, if any, went with the first.
+    Bytes(usize),
+    /// Nothing was sent (EAGAIN, or EMSGSIZE under macOS backpressure).
+    WouldBlock,
+}
+
+/// One `sendmsg` with all `fds` in a single SCM_RIGHTS control message (one
+/// cmsg: several are platform-dependent, see nix's `ControlMessage::ScmRights`).
+/// With no descriptors no control buffer is passed at all (macOS rejects an
+/// empty non-NULL one, nix-rust/nix#623). EINTR is retried here.
+pub fn send_with_fds(
+    sock: BorrowedFd<'_>,
+    kind: SocketType,
+    data: &[u8],
+    fds: &[RawFd],
+) -> Result<Sent> {
+    debug_assert!(fds.len() <= MAX_FDS_PER_SENDMSG);
+    let iov = [IoSlice::new(data)];
+    let rights = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
+    let flags = send_flags(kind);
+    loop {
+        match socket::sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, flags, None) {
+            Ok(n) => return Ok(Sent::Bytes(n)),
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) => return Ok(Sent::WouldBlock),
+            // macOS reports a full socket buffer as EMSGSIZE when descriptors ride along.
+            #[cfg(target_vendor = "apple")]
+            Err(Errno::EMSGSIZE) if !fds.is_empty() => return Ok(Sent::WouldBlock),
+            Err(Errno::ETOOMANYREFS) => return Err(Error::TooManyInFlight),
+            Err(e) => return Err(Error::sys("sendmsg", e)),
+        }
+    }
+}
+
+fn send_flags(kind: SocketType) -> MsgFlags {
+    #[allow(unused_mut)]
+    let mut flags = MsgFlags::MSG_NOSIGNAL;
+    // FreeBSD 15 needs MSG_EOR to delimit seqpacket records (tokio-seqpacket 0.8.1).
+    #[cfg(target_os = "freebsd")]
+    if kind == SocketType::SeqPacket {
+        flags |= MsgFlags::MSG_EOR;
+    }
+    let _ = kind;
+    flags
+}
+
+// ---------------------------------------------------------------------------
+// recvmsg
+
+/// What one `recvmsg` delivered. Every descriptor is owned from the moment the
+/// kernel installed it.
+#[derive(Debug)]
+pub struct Received {
+    pub bytes: usize,
+    pub fds: Vec<OwnedFd>,
+    /// MSG_TRUNC: a datagram or record was longer than the buffer.
+    pub data_truncated: bool,
+}
+
+/// Outcome of one non-blocking `recvmsg`.
+#[derive(Debug)]
+pub enum Recv {
+    Got(Received),
+    WouldBlock,
+}
+
+/// Bytes of control buffer that hold `max_fds` descriptors plus room for a
+/// credentials message, so SO_PASSCRED cannot push SCM_RIGHTS out
+/// (rhboot/pesign#69). Sized with CMSG_SPACE, never CMSG_LEN (FreeBSD
+/// truncates with CMSG_LEN, python/cpython#111675).
+pub fn control_space(max_fds: usize) -> usize {
+    let fds_bytes = max_fds.max(1) * size_of::<RawFd>();
+    // SAFETY: CMSG_SPACE is pure arithmetic on its argument.
+    let rights = unsafe { libc::CMSG_SPACE(fds_bytes as u32) } as usize;
+    rights + credentials_space()
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn credentials_space() -> usize {
+    // SAFETY: CMSG_SPACE is pure arithmetic on its argument.
+    unsafe { libc::CMSG_SPACE(size_of::<libc::ucred>() as u32) as usize }
+}
+#[cfg(target_os = "freebsd")]
+fn credentials_space() -> usize {
+    // SAFETY: CMSG_SPACE is pure arithmetic on its argument.
+    unsafe { libc::CMSG_SPACE(size_of::<libc::cmsgcred>() as u32) as usize }
+}
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+fn credentials_space() -> usize {
+    0
+}
+
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+const RECV_FLAGS: libc::c_int = libc::MSG_CMSG_CLOEXEC;
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+const RECV_FLAGS: libc::c_int = 0;
+
+/// Whether received descriptors still need FD_CLOEXEC by fcntl. macOS has no
+/// MSG_CMSG_CLOEXEC; FreeBSD has it, but uds and Go's stdlib report it without
+/// effect, so FreeBSD gets both until a FreeBSD CI run proves the flag alone.
+const CLOEXEC_BY_FCNTL: bool = !cfg!(any(target_os = "linux", target_os = "android"));
+
+/// One non-blocking `recvmsg` into `buf`, with a control buffer of `control`
+/// bytes. Walks every control message itself (nix's `cmsgs()` refuses to on
+/// MSG_CTRUNC, nix-rust/nix#2413), owning each descriptor as it is found. On
+/// MSG_CTRUNC every descriptor that did arrive is closed and `ControlTruncated`
+/// returned. EINTR is retried.
+pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], control: &mut Vec<u64>) -> Result<Recv> {
+    loop {
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: msghdr is plain old data; all-zero is a valid empty header.
+        let mut hdr: libc::msghdr = unsafe { MaybeUninit::zeroed().assume_init() };
+        hdr.msg_iov = &mut iov;
+        hdr.msg_iovlen = 1;
+        hdr.msg_control = control.as_mut_ptr().cast();
+        hdr.msg_controllen = (control.len() * size_of::<u64>()) as _;
+        // SAFETY: `hdr` points at `iov` and `control`, both live and writable for
+        // the lengths given; the kernel writes at most those lengths.
+        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut hdr, RECV_FLAGS) };
+        if n < 0 {
+            match Errno::last() {
+                Errno::EINTR => continue,
+                Errno::EAGAIN => return Ok(Recv::WouldBlock),
+                e => return Err(Error::sys("recvmsg", e)),
+            }
+        }
+        let fds = take_rights(&hdr);
+        if hdr.msg_flags & libc::MSG_CTRUNC != 0 {
+            let arrived = fds.len();
+            drop(fds);
+            return Err(Error::ControlTruncated { arrived });
+        }
+        if CLOEXEC_BY_FCNTL {
+            for fd in &fds {
+                // On failure `fds` drops here, closing every descriptor of the message.
+                set_cloexec(fd.as_fd(), "fcntl")?;
+            }
+        }
+        return Ok(Recv::Got(Received {
+            bytes: n as usize,
+            fds,
+            data_truncated: hdr.msg_flags & libc::MSG_TRUNC != 0,
+        }));
+    }
+}
+
+/// Collects every SCM_RIGHTS descriptor in the control data `hdr` describes,
+/// wrapping each in an `OwnedFd` at once. Each `cmsg_len` is clamped to what
+/// the buffer holds: XNU leaves it untruncated on MSG_CTRUNC
+/// (bytecodealliance/rustix#1683).
+fn take_rights(hdr: &libc::msghdr) -> Vec<OwnedFd> {
+    let mut fds = Vec::new();
+    let control_len = control_len(hdr);
+    if hdr.msg_control.is_null() || control_len < size_of::<libc::cmsghdr>() {
+        return fds;
+    }
+    let start = hdr.msg_control as usize;
+    let end = start + control_len;
+    // SAFETY: CMSG_FIRSTHDR reads msg_control/msg_controllen of a valid header.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(hdr) };
+    while !cmsg.is_null() {
+        // SAFETY: CMSG_FIRSTHDR/CMSG_NXTHDR only return headers that start inside
+        // the control buffer with room for a whole cmsghdr.
+        let c = unsafe { std::ptr::read_unaligned(cmsg) };
+        // SAFETY: CMSG_DATA is pointer arithmetic within the same header.
+        let data = unsafe { libc::CMSG_DATA(cmsg) } as usize;
+        let claimed_end = (cmsg as usize).saturating_add(c.cmsg_len as usize);
+        let data_end = claimed_end.min(end);
+        if c.cmsg_level == libc::SOL_SOCKET && c.cmsg_type == libc::SCM_RIGHTS && data_end > data {
+            let count = (data_end - data) / size_of::<RawFd>();
+            for i in 0..count {
+                // SAFETY: `data + i * 4 + 4 <= data_end <= end`, inside the buffer;
+                // the kernel wrote these ints; read_unaligned tolerates 4-byte alignment.
+                let raw = unsafe { std::ptr::read_unaligned((data as *const RawFd).add(i)) };
+                if raw >= 0 {
+                    // SAFETY: the kernel installed this descriptor for us just now;
+                    // nothing else in the process knows its number yet.
+                    fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
+                }
+            }
+        }
+        if claimed_end >= end || (c.cmsg_len as usize) < size_of::<libc::cmsghdr>() {
+            break;
+        }
+        // SAFETY: `cmsg` is a header inside the buffer described by `hdr`.
+        cmsg = unsafe { libc::CMSG_NXTHDR(hdr, cmsg) };
+    }
+    fds
+}
+
+/// `msg_controllen` is `usize` on Linux and `socklen_t` on the BSDs and macOS.
+#[allow(clippy::unnecessary_cast)]
+fn control_len(hdr: &libc::msghdr) -> usize {
+    hdr.msg_controllen as usize
+}
+
+/// Device and inode of a file, to recognise it later. Their C types differ by OS.
+#[allow(clippy::unnecessary_cast)]
+pub fn file_identity(path: &std::path::Path) -> Result<(u64, u64)> {
+    let st = nix::sys::stat::stat(path).map_err(|e| Error::sys("stat", e))?;
+    Ok((st.st_dev as u64, st.st_ino as u64))
+}
+
+/// A control buffer of at least `bytes`, aligned for `cmsghdr`.
+pub fn control_buffer(bytes: usize) -> Vec<u64> {
+    vec![0u64; bytes.div_ceil(size_of::<u64>())]
+}

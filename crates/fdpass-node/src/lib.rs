@@ -1,1 +1,206 @@
+//! Node-API binding of the fdpass core: JS <-> core types, error mapping, and
+//! hosting the waits. No protocol logic lives here.
 
+mod channel;
+mod error;
+mod listener;
+mod watch;
+
+use std::path::PathBuf;
+
+use fdpass::{Address, Channel, ListenOptions, Listener, Mode};
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+
+pub use channel::NativeChannel;
+use error::OrThrow;
+pub use listener::NativeListener;
+
+/// One reactor thread for the whole process, whatever the number of sockets
+/// and pending operations (napi-rs would otherwise start one per core).
+#[napi_derive::module_init]
+fn init() {
+    if let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(1)
+        .thread_name("fdpass-reactor")
+        .enable_io()
+        .build()
+    {
+        create_custom_tokio_runtime(rt);
+    }
+}
+
+#[napi(string_enum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketType {
+    #[napi(value = "stream")]
+    Stream,
+    #[napi(value = "seqpacket")]
+    SeqPacket,
+    #[napi(value = "dgram")]
+    Datagram,
+}
+
+impl From<fdpass::SocketType> for SocketType {
+    fn from(t: fdpass::SocketType) -> Self {
+        match t {
+            fdpass::SocketType::Stream => SocketType::Stream,
+            fdpass::SocketType::SeqPacket => SocketType::SeqPacket,
+            fdpass::SocketType::Datagram => SocketType::Datagram,
+        }
+    }
+}
+
+impl From<SocketType> for fdpass::SocketType {
+    fn from(t: SocketType) -> Self {
+        match t {
+            SocketType::Stream => fdpass::SocketType::Stream,
+            SocketType::SeqPacket => fdpass::SocketType::SeqPacket,
+            SocketType::Datagram => fdpass::SocketType::Datagram,
+        }
+    }
+}
+
+#[napi(string_enum)]
+#[derive(Debug, PartialEq, Eq)]
+pub enum ChannelMode {
+    #[napi(value = "framed")]
+    Framed,
+    #[napi(value = "raw")]
+    Raw,
+}
+
+impl From<ChannelMode> for Mode {
+    fn from(m: ChannelMode) -> Self {
+        match m {
+            ChannelMode::Framed => Mode::Framed,
+            ChannelMode::Raw => Mode::Raw,
+        }
+    }
+}
+
+fn closed_error(env: &Env) -> Error {
+    error::to_js(env, fdpass::Error::Closed)
+}
+
+fn io_error(env: &Env, e: std::io::Error) -> Error {
+    let errno = nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0));
+    error::to_js(
+        env,
+        fdpass::Error::Sys {
+            syscall: "epoll_ctl",
+            errno,
+        },
+    )
+}
+
+fn address(path: String, abstract_name: bool) -> Address {
+    if abstract_name {
+        Address::Abstract(path.into_bytes())
+    } else {
+        Address::Path(PathBuf::from(path))
+    }
+}
+
+/// What this platform allows.
+#[napi(object)]
+pub struct PlatformLimits {
+    /// Most descriptors one system-level message carries here.
+    pub max_fds_per_message: u32,
+    pub has_seqpacket: bool,
+    pub has_abstract_names: bool,
+}
+
+#[napi]
+pub fn platform_limits() -> PlatformLimits {
+    PlatformLimits {
+        max_fds_per_message: fdpass::MAX_FDS_PER_SENDMSG as u32,
+        has_seqpacket: fdpass::HAS_SEQPACKET,
+        has_abstract_names: fdpass::HAS_ABSTRACT_NAMES,
+    }
+}
+
+#[napi]
+pub fn socket_pair(
+    env: &Env,
+    socket_type: SocketType,
+    mode: ChannelMode,
+) -> Result<Vec<NativeChannel>> {
+    let (a, b) = Channel::pair(socket_type.into(), mode.into()).or_throw(env)?;
+    Ok(vec![
+        NativeChannel::wrap(env, a)?,
+        NativeChannel::wrap(env, b)?,
+    ])
+}
+
+/// Takes over a connected Unix socket by number. On error the number is left
+/// open and still the caller's.
+#[napi]
+pub fn adopt_channel(env: &Env, fd: i32, mode: ChannelMode) -> Result<NativeChannel> {
+    let channel = Channel::adopt_raw(fd, mode.into()).or_throw(env)?;
+    NativeChannel::wrap(env, channel)
+}
+
+#[napi]
+pub fn listen(
+    env: &Env,
+    path: String,
+    abstract_name: bool,
+    socket_type: SocketType,
+    file_mode: Option<u32>,
+    backlog: i32,
+    mode: ChannelMode,
+) -> Result<NativeListener> {
+    let listener = Listener::bind(&ListenOptions {
+        address: address(path, abstract_name),
+        socket_type: socket_type.into(),
+        mode: file_mode,
+        backlog,
+    })
+    .or_throw(env)?;
+    NativeListener::wrap(env, listener, mode.into())
+}
+
+/// Starts a non-blocking connect; poll `pollConnect` after each writable wait.
+#[napi]
+pub fn connect(
+    env: &Env,
+    path: String,
+    abstract_name: bool,
+    socket_type: SocketType,
+    mode: ChannelMode,
+) -> Result<NativeChannel> {
+    let channel = fdpass::connect(
+        &address(path, abstract_name),
+        socket_type.into(),
+        mode.into(),
+    )
+    .or_throw(env)?;
+    NativeChannel::wrap(env, channel)
+}
+
+/// Closes a descriptor this process owns (EBADF if it is not open).
+#[napi]
+pub fn close_fd(env: &Env, fd: i32) -> Result<()> {
+    fdpass::sys::close_raw(fd).or_throw(env)
+}
+
+/// What a descriptor is: "file", "tcp-listener", "unix-stream", ...
+#[napi]
+pub fn fd_kind(env: &Env, fd: i32) -> Result<String> {
+    fdpass::sys::with_raw(fd, fdpass::sys::fd_kind)
+        .map(|k| k.name().to_owned())
+        .or_throw(env)
+}
+
+#[napi]
+pub fn is_close_on_exec(env: &Env, fd: i32) -> Result<bool> {
+    fdpass::sys::is_cloexec(fd).or_throw(env)
+}
+
+/// Sets or clears O_NONBLOCK (shared by every holder of the open file).
+#[napi]
+pub fn set_blocking(env: &Env, fd: i32, blocking: bool) -> Result<()> {
+    fdpass::sys::with_raw(fd, |b| fdpass::sys::set_nonblocking(b, !blocking)).or_throw(env)
+}

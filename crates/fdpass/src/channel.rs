@@ -68,6 +68,8 @@ pub struct Channel {
     record_buf: Vec<u8>,
     control: Vec<u64>,
     eof: bool,
+    /// Set while a non-blocking connect is in progress.
+    connecting: Option<nix::sys::socket::UnixAddr>,
 }
 
 impl AsFd for Channel {
@@ -103,7 +105,42 @@ impl Channel {
             record_buf: Vec::new(),
             control: Vec::new(),
             eof: false,
+            connecting: None,
         }
+    }
+
+    /// Adopts a connected Unix socket given by number (an inherited descriptor).
+    /// The number is checked before ownership is taken: on error the caller
+    /// still owns it and it stays open.
+    pub fn adopt_raw(fd: RawFd, mode: Mode) -> Result<Channel> {
+        sys::socket_type_of_raw(fd)?;
+        Channel::from_fd(sys::adopt(fd)?, mode)
+    }
+
+    pub(crate) fn set_connecting(&mut self, addr: nix::sys::socket::UnixAddr) {
+        self.connecting = Some(addr);
+    }
+
+    /// Completes a connect started by `connect`: `Ok(true)` once connected,
+    /// `Ok(false)` to wait for writability and call again.
+    pub fn poll_connect(&mut self) -> Result<bool> {
+        let Some(addr) = self.connecting else {
+            return Ok(true);
+        };
+        sys::connect_result(self.sock.as_fd())?;
+        // Linux reports a full backlog as EAGAIN, which needs a new connect call.
+        let done = match sys::connect(self.sock.as_fd(), &addr) {
+            Ok(done) => done,
+            Err(Error::Sys {
+                errno: nix::errno::Errno::EISCONN,
+                ..
+            }) => true,
+            Err(e) => return Err(e),
+        };
+        if done {
+            self.connecting = None;
+        }
+        Ok(done)
     }
 
     /// A connected pair, as socketpair(2) makes.
@@ -265,7 +302,7 @@ impl Channel {
     }
 
     /// Receives one message without blocking; `Ok(None)` when none is ready.
-    /// `Err(Closed)` at orderly end of stream.
+    /// `Err(PeerClosed)` at orderly end of stream.
     pub fn try_recv(&mut self, opts: RecvOptions) -> Result<Option<Message>> {
         match self.mode {
             Mode::Raw => self.try_recv_raw(opts),
@@ -294,7 +331,7 @@ impl Channel {
 
     fn try_recv_raw(&mut self, opts: RecvOptions) -> Result<Option<Message>> {
         if self.eof {
-            return Err(Error::Closed);
+            return Err(Error::PeerClosed);
         }
         self.ensure_control(opts.max_fds);
         let mut buf = vec![0u8; opts.max_bytes.max(1)];
@@ -306,7 +343,7 @@ impl Channel {
         // cannot be told from it); on datagram sockets it is an empty datagram.
         if got.bytes == 0 && got.fds.is_empty() && self.kind != SocketType::Datagram {
             self.eof = true;
-            return Err(Error::Closed);
+            return Err(Error::PeerClosed);
         }
         if got.data_truncated {
             return Err(Error::MessageTruncated {
@@ -348,7 +385,7 @@ impl Channel {
                 return r.map(Some);
             }
             if self.eof {
-                return Err(Error::Closed);
+                return Err(Error::PeerClosed);
             }
             let buf = self.stream_in.read_buffer(STREAM_READ_CHUNK);
             let got = sys::recv_with_fds(self.sock.as_fd(), buf, &mut self.control);
@@ -373,7 +410,7 @@ impl Channel {
                     let fds = self.stream_in.clear();
                     return Err(Error::ClosedMidMessage { fds });
                 }
-                return Err(Error::Closed);
+                return Err(Error::PeerClosed);
             }
         }
     }
@@ -390,7 +427,7 @@ impl Channel {
         }
         loop {
             if self.eof {
-                return Err(Error::Closed);
+                return Err(Error::PeerClosed);
             }
             let got = match sys::recv_with_fds(
                 self.sock.as_fd(),
@@ -407,7 +444,7 @@ impl Channel {
                     let fds = self.record_in.clear();
                     return Err(Error::ClosedMidMessage { fds });
                 }
-                return Err(Error::Closed);
+                return Err(Error::PeerClosed);
             }
             if got.data_truncated {
                 self.record_in.clear();

@@ -32,6 +32,9 @@ pub enum Error {
     #[error("the channel is closed")]
     Closed,
 
+    #[error("the peer closed the channel (end of stream)")]
+    PeerClosed,
+
     #[error("the peer closed the channel in the middle of a message; {fds} descriptors of it were closed")]
     ClosedMidMessage { fds: usize },
 
@@ -63,7 +66,7 @@ impl Error {
             Error::MessageTruncated { .. } => "ERR_FDPASS_MESSAGE_TRUNCATED",
             Error::MessageTooLarge { .. } => "ERR_FDPASS_MESSAGE_TOO_LARGE",
             Error::Protocol(_) => "ERR_FDPASS_PROTOCOL",
-            Error::Closed => "ERR_FDPASS_CLOSED",
+            Error::Closed | Error::PeerClosed => "ERR_FDPASS_CLOSED",
             Error::ClosedMidMessage { .. } => "ERR_FDPASS_PROTOCOL",
             Error::Unsupported(_) => "ERR_FDPASS_UNSUPPORTED",
             Error::TooManyInFlight => "ETOOMANYREFS",

@@ -20,9 +20,7 @@ pub use error::{Error, Result};
 /// An empty descriptor list for `send` calls that carry only bytes.
 pub const NO_FDS: [std::os::fd::RawFd; 0] = [];
 pub use frame::Message;
-pub use listener::{
-    connect, connect_blocking, Address, Connecting, ListenOptions, Listener, PendingConnect,
-};
+pub use listener::{connect, connect_blocking, Address, ListenOptions, Listener};
 pub use sys::{FdKind, HAS_ABSTRACT_NAMES, HAS_SEQPACKET, MAX_FDS_PER_SENDMSG};
 
 /// The kind of Unix socket a channel runs on.

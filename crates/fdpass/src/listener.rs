@@ -132,66 +132,24 @@ impl Drop for Listener {
     }
 }
 
-/// Starts connecting to `address`. `Connecting::Done` holds the channel; on
-/// `InProgress` wait until the socket is writable and call `finish`.
-pub fn connect(address: &Address, socket_type: SocketType, mode: Mode) -> Result<Connecting> {
+/// Starts connecting to `address` without blocking. The channel may still be
+/// connecting: then wait until it is writable and call `Channel::poll_connect`.
+pub fn connect(address: &Address, socket_type: SocketType, mode: Mode) -> Result<Channel> {
     let sock = sys::new_socket(socket_type)?;
     let addr = address.to_unix_addr()?;
     let done = sys::connect(sock.as_fd(), &addr)?;
-    let channel = Channel::new(sock, socket_type, mode);
-    Ok(if done {
-        Connecting::Done(channel)
-    } else {
-        Connecting::InProgress(PendingConnect { channel, addr })
-    })
-}
-
-/// A connect the kernel has not completed yet.
-#[derive(Debug)]
-pub enum Connecting {
-    Done(Channel),
-    InProgress(PendingConnect),
-}
-
-#[derive(Debug)]
-pub struct PendingConnect {
-    channel: Channel,
-    addr: nix::sys::socket::UnixAddr,
-}
-
-impl PendingConnect {
-    pub fn channel(&self) -> &Channel {
-        &self.channel
+    let mut channel = Channel::new(sock, socket_type, mode);
+    if !done {
+        channel.set_connecting(addr);
     }
-
-    /// Called when writable: completes, or asks to wait again (Linux reports a
-    /// full backlog as EAGAIN, which needs a new connect call, not SO_ERROR).
-    pub fn finish(self) -> Result<Connecting> {
-        sys::connect_result(self.channel.as_fd())?;
-        if sys::connect(self.channel.as_fd(), &self.addr).or_else(|e| match e {
-            Error::Sys {
-                errno: nix::errno::Errno::EISCONN,
-                ..
-            } => Ok(true),
-            e => Err(e),
-        })? {
-            Ok(Connecting::Done(self.channel))
-        } else {
-            Ok(Connecting::InProgress(self))
-        }
-    }
+    Ok(channel)
 }
 
 /// Blocking connect convenience.
 pub fn connect_blocking(address: &Address, socket_type: SocketType, mode: Mode) -> Result<Channel> {
-    let mut c = connect(address, socket_type, mode)?;
-    loop {
-        match c {
-            Connecting::Done(ch) => return Ok(ch),
-            Connecting::InProgress(p) => {
-                sys::wait_ready(p.channel.as_fd(), true)?;
-                c = p.finish()?;
-            }
-        }
+    let mut channel = connect(address, socket_type, mode)?;
+    while !channel.poll_connect()? {
+        sys::wait_ready(channel.as_fd(), true)?;
     }
+    Ok(channel)
 }

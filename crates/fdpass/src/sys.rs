@@ -97,9 +97,32 @@ pub fn set_cloexec(fd: BorrowedFd<'_>, syscall: &'static str) -> Result<()> {
     Ok(())
 }
 
-pub fn is_cloexec(fd: BorrowedFd<'_>) -> Result<bool> {
-    let flags = fcntl(fd, FcntlArg::F_GETFD).map_err(|e| Error::sys("fcntl", e))?;
-    Ok(FdFlag::from_bits_truncate(flags).contains(FdFlag::FD_CLOEXEC))
+/// The socket type of a descriptor given by number, without taking ownership.
+pub fn socket_type_of_raw(fd: RawFd) -> Result<SocketType> {
+    check_open(fd)?;
+    // SAFETY: `fd` was just checked open and the borrow ends with this call,
+    // during which nothing in this thread closes it.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    socket_type_of(borrowed)
+}
+
+pub fn is_cloexec(fd: RawFd) -> Result<bool> {
+    // SAFETY: F_GETFD only reads the descriptor table entry; an invalid number
+    // yields EBADF and no other effect.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags == -1 {
+        return Err(Error::sys("fcntl", Errno::last()));
+    }
+    Ok(flags & libc::FD_CLOEXEC != 0)
+}
+
+/// Runs `f` on a descriptor given by number, without taking ownership; EBADF
+/// when the number is not open.
+pub fn with_raw<T>(fd: RawFd, f: impl FnOnce(BorrowedFd<'_>) -> Result<T>) -> Result<T> {
+    check_open(fd)?;
+    // SAFETY: `fd` was just checked open and the borrow does not outlive `f`,
+    // during which nothing in this thread closes it.
+    f(unsafe { BorrowedFd::borrow_raw(fd) })
 }
 
 /// Sets or clears O_NONBLOCK. The flag belongs to the open file description,
@@ -139,13 +162,13 @@ pub fn dup_cloexec(fd: RawFd) -> Result<OwnedFd> {
 }
 
 /// Takes ownership of a descriptor number handed in from outside Rust (an
-/// inherited socket, a number the JS side received earlier).
-///
-/// # Safety
-/// The caller must own `fd` and must not use or close it afterwards.
-pub unsafe fn adopt(fd: RawFd) -> Result<OwnedFd> {
+/// inherited socket, a number from JavaScript). Such numbers carry no Rust
+/// ownership proof; the public APIs that call this document that they take the
+/// descriptor over, and it is checked open first.
+pub fn adopt(fd: RawFd) -> Result<OwnedFd> {
     check_open(fd)?;
-    // SAFETY: the caller transfers ownership of an open descriptor (checked above).
+    // SAFETY: the number is open (checked above) and the caller's contract hands
+    // it to us; nothing else in Rust owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
@@ -561,4 +584,47 @@ pub fn file_identity(path: &std::path::Path) -> Result<(u64, u64)> {
 /// A control buffer of at least `bytes`, aligned for `cmsghdr`.
 pub fn control_buffer(bytes: usize) -> Vec<u64> {
     vec![0u64; bytes.div_ceil(size_of::<u64>())]
+}
+
+// ---------------------------------------------------------------------------
+// Reactor registration
+
+/// An object that owns a socket, shared between the thread that calls it and a
+/// tokio reactor that watches its descriptor.
+#[cfg(feature = "tokio")]
+pub struct Locked<T> {
+    fd: RawFd,
+    inner: std::sync::Mutex<T>,
+}
+
+#[cfg(feature = "tokio")]
+impl<T> Locked<T> {
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, T> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl<T> AsRawFd for Locked<T> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd
+    }
+}
+
+/// Registers `inner` (a [`crate::Channel`] or [`crate::Listener`]) with the
+/// current tokio runtime. Must run inside a runtime context.
+#[cfg(feature = "tokio")]
+pub fn register<T: AsFd>(inner: T) -> std::io::Result<tokio::io::unix::AsyncFd<Locked<T>>> {
+    let fd = inner.as_fd().as_raw_fd();
+    let locked = Locked {
+        fd,
+        inner: std::sync::Mutex::new(inner),
+    };
+    let interest = tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE;
+    // SAFETY: the AsyncFd owns `locked`, which owns `inner`, which owns the
+    // descriptor `fd` (AsFd) for as long as it lives. Channel and Listener never
+    // change their socket, and the lock hands out no way to replace `inner`
+    // other than through `&mut`, which this crate's callers do not use to swap it.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(locked, interest) }
+        .map_err(|e| e.into_parts().1)
 }

@@ -96,7 +96,7 @@ fn file_sent_by_another_process_shares_its_offset() {
     let msg = ch.recv_blocking(RecvOptions::default()).unwrap();
     assert_eq!(msg.data, b"here is a file");
     assert_eq!(msg.fds.len(), 1);
-    assert!(sys::is_cloexec(msg.fds[0].as_fd()).unwrap());
+    assert!(sys::is_cloexec(msg.fds[0].as_raw_fd()).unwrap());
     let mut f = std::fs::File::from(msg.fds.into_iter().next().unwrap());
     let mut rest = String::new();
     f.read_to_string(&mut rest).unwrap();
@@ -132,7 +132,10 @@ fn max_descriptors_in_one_message_across_processes() {
         let mut ch = listener.accept_blocking(mode).unwrap();
         let msg = ch.recv_blocking(all_fds(MAX_FDS_PER_SENDMSG)).unwrap();
         assert_eq!(msg.fds.len(), MAX_FDS_PER_SENDMSG, "{kind:?} {mode:?}");
-        assert!(msg.fds.iter().all(|f| sys::is_cloexec(f.as_fd()).unwrap()));
+        assert!(msg
+            .fds
+            .iter()
+            .all(|f| sys::is_cloexec(f.as_raw_fd()).unwrap()));
         drop(msg);
         ch.send_blocking(b"ok", &fdpass::NO_FDS).unwrap();
         wait_ok(child);
@@ -393,7 +396,7 @@ fn peer_exit_mid_message_is_reported_and_leaks_nothing() {
     assert!(matches!(err, Error::ClosedMidMessage { fds: 2 }), "{err:?}");
     assert!(matches!(
         ch.recv_blocking(RecvOptions::default()),
-        Err(Error::Closed)
+        Err(Error::PeerClosed)
     ));
     drop((ch, listener));
     assert_eq!(open_fds(), before);
@@ -407,7 +410,10 @@ fn orderly_close_ends_the_channel() {
             let (a, mut b) = pair(kind, mode);
             drop(a);
             assert!(
-                matches!(b.recv_blocking(RecvOptions::default()), Err(Error::Closed)),
+                matches!(
+                    b.recv_blocking(RecvOptions::default()),
+                    Err(Error::PeerClosed)
+                ),
                 "{kind:?} {mode:?}"
             );
         }

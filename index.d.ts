@@ -1,0 +1,183 @@
+/**
+ * fdpass: pass open file descriptors between processes over Unix domain
+ * sockets (SCM_RIGHTS), with a Promise API.
+ *
+ * Every received descriptor is owned by a {@link ReceivedFd} until you take it,
+ * convert it or close it; what nobody claims is closed when it is collected.
+ */
+import { EventEmitter } from 'node:events';
+import type { FileHandle } from 'node:fs/promises';
+import * as net from 'node:net';
+/** The kind of Unix socket a channel runs on. */
+export type SocketType = 'stream' | 'seqpacket' | 'dgram';
+/**
+ * `framed` (default): one `send` is one message on every socket type, with its
+ * descriptors paired to it, and sets larger than the per-message limit are
+ * chunked and reassembled (PROTOCOL.md). `raw`: one `sendmsg` / `recvmsg`, for
+ * peers with their own framing (Python's `socket.send_fds`, Go, C).
+ */
+export type Framing = 'framed' | 'raw';
+/** What a descriptor is, from fstat and getsockopt. */
+export type FdKind = 'file' | 'directory' | 'fifo' | 'tty' | 'char-device' | 'tcp' | 'tcp-listener' | 'udp' | 'unix-stream' | 'unix-stream-listener' | 'unix-dgram' | 'unix-seqpacket' | 'other';
+/** Anything that holds a descriptor `send` can pass. */
+export type Descriptor = number | net.Socket | net.Server | FileHandle | ReceivedFd;
+export interface SendOptions {
+    /** Payload bytes (a string is sent as UTF-8). */
+    data?: Uint8Array | string;
+    /** Descriptors to pass. The sender keeps them unless `move` is set. */
+    fds?: readonly Descriptor[];
+    /**
+     * Close (or destroy) the sender's copies once the message is with the
+     * kernel. Never done when the send fails.
+     */
+    move?: boolean;
+}
+export interface RecvOptions {
+    /** Cancels the receive; a message that arrives for it later goes to the next receive. */
+    signal?: AbortSignal;
+    /**
+     * Most descriptors this receive accepts. A message with more is consumed
+     * whole, its descriptors closed, and the receive rejects with
+     * `ERR_FDPASS_TOO_MANY_FDS`. Default: {@link limits}`.maxFdsPerMessage` (253 on Linux).
+     */
+    maxFds?: number;
+    /**
+     * Framed mode: most payload bytes accepted (default 64 MiB). Raw mode: the
+     * receive buffer (default 64 KiB); a longer datagram or record rejects with
+     * `ERR_FDPASS_MESSAGE_TRUNCATED`.
+     */
+    maxBytes?: number;
+}
+export interface Message {
+    data: Buffer;
+    fds: ReceivedFd[];
+}
+export interface ChannelOptions {
+    /** `'framed'` (default) or `'raw'`; both ends must agree. */
+    framing?: Framing;
+}
+export interface ConnectOptions extends ChannelOptions {
+    path: string;
+    /** Linux abstract socket name instead of a filesystem path. */
+    abstract?: boolean;
+    type?: Exclude<SocketType, 'dgram'>;
+    signal?: AbortSignal;
+}
+export interface ListenOptions extends ChannelOptions {
+    path: string;
+    /** Linux abstract socket name instead of a filesystem path. */
+    abstract?: boolean;
+    type?: Exclude<SocketType, 'dgram'>;
+    /** Permission bits of the socket file (e.g. `0o600`), set before any peer can connect. */
+    mode?: number;
+    backlog?: number;
+}
+export interface SocketPairOptions extends ChannelOptions {
+    type?: SocketType;
+}
+/** What this platform allows. */
+export declare const limits: Readonly<{
+    maxFdsPerMessage: number;
+    hasSeqpacket: boolean;
+    hasAbstractNames: boolean;
+}>;
+/** An error with a Node-style `code`, as all fdpass errors have. */
+export interface FdpassError extends Error {
+    code: string;
+    errno?: number;
+    syscall?: string;
+}
+/**
+ * A received descriptor, owned until taken, converted or closed. What nobody
+ * claims is closed when this object is garbage-collected.
+ */
+export declare class ReceivedFd implements Disposable {
+    #private;
+    /** The descriptor number; throws `ERR_FDPASS_FD_RELEASED` once taken or closed. */
+    get fd(): number;
+    /** True once taken, converted or closed. */
+    get released(): boolean;
+    /** What the descriptor is (file, tcp-listener, unix-stream, ...). */
+    get kind(): FdKind;
+    /** Hands the raw number over, once; you then own it and must close it. */
+    take(): number;
+    /** Closes the descriptor; does nothing if it was already taken or closed. */
+    close(): void;
+    [Symbol.dispose](): void;
+    /**
+     * A `net.Socket` over a connected TCP or Unix stream socket. Node takes
+     * ownership and makes the descriptor non-blocking (a flag shared with every
+     * other holder of it).
+     */
+    toSocket(options?: Omit<net.SocketConstructorOpts, 'fd'>): net.Socket;
+    /** A `net.Server` accepting on a listening TCP or Unix socket. */
+    toServer(options?: net.ServerOpts, connectionListener?: (socket: net.Socket) => void): net.Server;
+    /** Makes `server` (for example an `http.Server`) accept on this listening socket. */
+    listen<S extends net.Server>(server: S, callback?: () => void): S;
+}
+/**
+ * A connected Unix socket that carries messages with descriptors. Emits
+ * `'close'` once closed.
+ */
+export declare class Channel extends EventEmitter implements AsyncIterable<Message>, Disposable {
+    #private;
+    readonly framing: Framing;
+    readonly type: SocketType;
+    /**
+     * Adopts a connected Unix socket you own (for example one inherited in a
+     * child's stdio). The channel takes it over; on error it stays yours, open.
+     */
+    static fromFd(fd: number, options?: ChannelOptions): Channel;
+    /** The socket's descriptor number, or -1 once closed. */
+    get fd(): number;
+    get closed(): boolean;
+    /**
+     * Sends one message. Resolves once it is all with the kernel. Argument
+     * errors throw before any system call; system errors reject, and then
+     * nothing was sent and the caller's descriptors are untouched.
+     */
+    send(message: SendOptions): Promise<void>;
+    /**
+     * Receives one message. Rejects with `ERR_FDPASS_CLOSED` at end of stream,
+     * `ABORT_ERR` when `signal` aborts; nothing that arrived is ever leaked.
+     */
+    recv(options?: RecvOptions): Promise<Message>;
+    /** Async iteration over messages until the peer closes; `options` as for {@link recv}. */
+    messages(options?: Omit<RecvOptions, 'signal'> & {
+        signal?: AbortSignal;
+    }): AsyncGenerator<Message, void, undefined>;
+    [Symbol.asyncIterator](): AsyncGenerator<Message, void, undefined>;
+    /**
+     * Closes the channel. Pending receives and sends reject with
+     * `ERR_FDPASS_CLOSED`; queued messages and partly received ones are dropped
+     * and their descriptors closed.
+     */
+    close(): void;
+    [Symbol.dispose](): void;
+}
+/** A connected pair of channels (socketpair(2)), for example to hand one end to a child. */
+export declare function socketPair(options?: SocketPairOptions): [Channel, Channel];
+/** Connects to a listening fdpass (or any Unix) socket. */
+export declare function connect(target: string | ConnectOptions): Promise<Channel>;
+/**
+ * A listening Unix socket. Accepted connections arrive as `'connection'`
+ * events or by async iteration, and only while someone is listening for them
+ * (otherwise they wait in the kernel's backlog).
+ */
+export declare class Server extends EventEmitter implements AsyncIterable<Channel>, Disposable {
+    #private;
+    readonly path: string;
+    readonly abstract: boolean;
+    readonly framing: Framing;
+    get closed(): boolean;
+    /** The next connection; resolves `done` once the server is closed. */
+    [Symbol.asyncIterator](): AsyncIterator<Channel, undefined>;
+    /** Stops accepting and removes the socket file (if it is still this server's). */
+    close(): void;
+    [Symbol.dispose](): void;
+}
+/**
+ * Listens on a Unix socket path (or a Linux abstract name). Synchronous: a
+ * path in use throws `EADDRINUSE` here.
+ */
+export declare function listen(target: string | ListenOptions, connectionListener?: (channel: Channel) => void): Server;

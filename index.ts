@@ -1,0 +1,736 @@
+/**
+ * fdpass: pass open file descriptors between processes over Unix domain
+ * sockets (SCM_RIGHTS), with a Promise API.
+ *
+ * Every received descriptor is owned by a {@link ReceivedFd} until you take it,
+ * convert it or close it; what nobody claims is closed when it is collected.
+ */
+import { EventEmitter } from 'node:events'
+import type { FileHandle } from 'node:fs/promises'
+import * as net from 'node:net'
+
+import * as native from './binding'
+
+/** The kind of Unix socket a channel runs on. */
+export type SocketType = 'stream' | 'seqpacket' | 'dgram'
+
+/**
+ * `framed` (default): one `send` is one message on every socket type, with its
+ * descriptors paired to it, and sets larger than the per-message limit are
+ * chunked and reassembled (PROTOCOL.md). `raw`: one `sendmsg` / `recvmsg`, for
+ * peers with their own framing (Python's `socket.send_fds`, Go, C).
+ */
+export type Framing = 'framed' | 'raw'
+
+/** What a descriptor is, from fstat and getsockopt. */
+export type FdKind =
+  | 'file'
+  | 'directory'
+  | 'fifo'
+  | 'tty'
+  | 'char-device'
+  | 'tcp'
+  | 'tcp-listener'
+  | 'udp'
+  | 'unix-stream'
+  | 'unix-stream-listener'
+  | 'unix-dgram'
+  | 'unix-seqpacket'
+  | 'other'
+
+/** Anything that holds a descriptor `send` can pass. */
+export type Descriptor = number | net.Socket | net.Server | FileHandle | ReceivedFd
+
+export interface SendOptions {
+  /** Payload bytes (a string is sent as UTF-8). */
+  data?: Uint8Array | string
+  /** Descriptors to pass. The sender keeps them unless `move` is set. */
+  fds?: readonly Descriptor[]
+  /**
+   * Close (or destroy) the sender's copies once the message is with the
+   * kernel. Never done when the send fails.
+   */
+  move?: boolean
+}
+
+export interface RecvOptions {
+  /** Cancels the receive; a message that arrives for it later goes to the next receive. */
+  signal?: AbortSignal
+  /**
+   * Most descriptors this receive accepts. A message with more is consumed
+   * whole, its descriptors closed, and the receive rejects with
+   * `ERR_FDPASS_TOO_MANY_FDS`. Default: {@link limits}`.maxFdsPerMessage` (253 on Linux).
+   */
+  maxFds?: number
+  /**
+   * Framed mode: most payload bytes accepted (default 64 MiB). Raw mode: the
+   * receive buffer (default 64 KiB); a longer datagram or record rejects with
+   * `ERR_FDPASS_MESSAGE_TRUNCATED`.
+   */
+  maxBytes?: number
+}
+
+export interface Message {
+  data: Buffer
+  fds: ReceivedFd[]
+}
+
+export interface ChannelOptions {
+  /** `'framed'` (default) or `'raw'`; both ends must agree. */
+  framing?: Framing
+}
+
+export interface ConnectOptions extends ChannelOptions {
+  path: string
+  /** Linux abstract socket name instead of a filesystem path. */
+  abstract?: boolean
+  type?: Exclude<SocketType, 'dgram'>
+  signal?: AbortSignal
+}
+
+export interface ListenOptions extends ChannelOptions {
+  path: string
+  /** Linux abstract socket name instead of a filesystem path. */
+  abstract?: boolean
+  type?: Exclude<SocketType, 'dgram'>
+  /** Permission bits of the socket file (e.g. `0o600`), set before any peer can connect. */
+  mode?: number
+  backlog?: number
+}
+
+export interface SocketPairOptions extends ChannelOptions {
+  type?: SocketType
+}
+
+/** What this platform allows. */
+export const limits: Readonly<{ maxFdsPerMessage: number; hasSeqpacket: boolean; hasAbstractNames: boolean }> =
+  Object.freeze(native.platformLimits())
+
+const DEFAULT_MAX_BYTES = { framed: 64 * 1024 * 1024, raw: 64 * 1024 } as const
+const MAX_FD_NUMBER = 0x7fffffff
+
+// ---------------------------------------------------------------------------
+// Errors
+
+/** An error with a Node-style `code`, as all fdpass errors have. */
+export interface FdpassError extends Error {
+  code: string
+  errno?: number
+  syscall?: string
+}
+
+function makeError(
+  Ctor: ErrorConstructor | TypeErrorConstructor | RangeErrorConstructor,
+  code: string,
+  message: string,
+): FdpassError {
+  const err = new Ctor(message) as FdpassError
+  err.code = code
+  return err
+}
+
+function invalidArgType(name: string, expected: string, actual: unknown): FdpassError {
+  const got = actual === null ? 'null' : typeof actual === 'object' ? `an instance of ${actual.constructor?.name ?? 'Object'}` : `type ${typeof actual} (${String(actual)})`
+  return makeError(TypeError, 'ERR_INVALID_ARG_TYPE', `The "${name}" argument must be ${expected}. Received ${got}`)
+}
+
+function outOfRange(name: string, range: string, actual: unknown): FdpassError {
+  return makeError(RangeError, 'ERR_OUT_OF_RANGE', `The value of "${name}" is out of range. It must be ${range}. Received ${String(actual)}`)
+}
+
+function closedError(what: string): FdpassError {
+  return makeError(Error, 'ERR_FDPASS_CLOSED', `the ${what} is closed`)
+}
+
+function abortError(signal: AbortSignal): Error {
+  const err = new Error('The operation was aborted', { cause: signal.reason }) as FdpassError
+  err.name = 'AbortError'
+  err.code = 'ABORT_ERR'
+  return err
+}
+
+function validateInteger(name: string, value: unknown, min: number, max: number): number {
+  if (typeof value !== 'number') throw invalidArgType(name, 'of type number', value)
+  if (!Number.isInteger(value) || value < min || value > max) throw outOfRange(name, `an integer >= ${min} and <= ${max}`, value)
+  return value
+}
+
+function validateSignal(name: string, signal: unknown): AbortSignal | undefined {
+  if (signal === undefined) return undefined
+  if (!(signal instanceof AbortSignal)) throw invalidArgType(name, 'an instance of AbortSignal', signal)
+  return signal
+}
+
+function validateObject<T extends object>(name: string, value: unknown): Partial<T> {
+  if (value === undefined) return {}
+  if (value === null || typeof value !== 'object') throw invalidArgType(name, 'of type object', value)
+  return value as Partial<T>
+}
+
+// ---------------------------------------------------------------------------
+// Descriptors out of Node objects: the one place that knows Node's internals
+
+interface HandleHolder {
+  _handle?: { fd?: number } | null
+}
+
+function isFileHandle(value: object): value is FileHandle {
+  return value.constructor?.name === 'FileHandle' && typeof (value as FileHandle).fd === 'number'
+}
+
+/** The descriptor number an object holds, validated before any system call. */
+function descriptorOf(value: unknown, index: number): number {
+  const name = `fds[${index}]`
+  if (typeof value === 'number') return validateInteger(name, value, 0, MAX_FD_NUMBER)
+  if (value instanceof ReceivedFd) {
+    if (value.released) throw outOfRange(name, 'an open descriptor', 'a ReceivedFd that was taken or closed')
+    return value.fd
+  }
+  if (value instanceof net.Socket || value instanceof net.Server) {
+    const fd = (value as HandleHolder)._handle?.fd
+    if (typeof fd !== 'number' || fd < 0) {
+      const what = value instanceof net.Server ? 'a net.Server that is not listening' : 'a net.Socket that is not connected or was destroyed'
+      throw outOfRange(name, 'an open descriptor', what)
+    }
+    return fd
+  }
+  if (value !== null && typeof value === 'object' && isFileHandle(value)) {
+    if (value.fd < 0) throw outOfRange(name, 'an open descriptor', 'a closed FileHandle')
+    return value.fd
+  }
+  throw invalidArgType(name, 'a descriptor number, net.Socket, net.Server, FileHandle or ReceivedFd', value)
+}
+
+/** Gives up the sender's copy after a moved send. */
+async function release(holder: Descriptor): Promise<void> {
+  if (typeof holder === 'number') native.closeFd(holder)
+  else if (holder instanceof ReceivedFd) holder.close()
+  else if (holder instanceof net.Socket) holder.destroy()
+  else if (holder instanceof net.Server) holder.close()
+  else await holder.close()
+}
+
+// ---------------------------------------------------------------------------
+// Received descriptors
+
+const unclaimed = new FinalizationRegistry<number>((fd) => {
+  try {
+    native.closeFd(fd)
+  } catch {
+    // Already closed by whoever took the number; nothing left to release.
+  }
+})
+
+/**
+ * A received descriptor, owned until taken, converted or closed. What nobody
+ * claims is closed when this object is garbage-collected.
+ */
+export class ReceivedFd implements Disposable {
+  #fd: number
+
+  /** @internal Wraps a descriptor this process owns. */
+  constructor(fd: number) {
+    this.#fd = fd
+    unclaimed.register(this, fd, this)
+  }
+
+  /** The descriptor number; throws `ERR_FDPASS_FD_RELEASED` once taken or closed. */
+  get fd(): number {
+    if (this.#fd < 0) throw makeError(Error, 'ERR_FDPASS_FD_RELEASED', 'this descriptor was already taken or closed')
+    return this.#fd
+  }
+
+  /** True once taken, converted or closed. */
+  get released(): boolean {
+    return this.#fd < 0
+  }
+
+  /** What the descriptor is (file, tcp-listener, unix-stream, ...). */
+  get kind(): FdKind {
+    return native.fdKind(this.fd) as FdKind
+  }
+
+  /** Hands the raw number over, once; you then own it and must close it. */
+  take(): number {
+    const fd = this.fd
+    this.#fd = -1
+    unclaimed.unregister(this)
+    return fd
+  }
+
+  /** Closes the descriptor; does nothing if it was already taken or closed. */
+  close(): void {
+    if (this.#fd < 0) return
+    native.closeFd(this.take())
+  }
+
+  [Symbol.dispose](): void {
+    this.close()
+  }
+
+  #expect(kinds: readonly FdKind[], conversion: string): void {
+    const kind = this.kind
+    if (!kinds.includes(kind)) {
+      throw makeError(
+        Error,
+        'ERR_FDPASS_WRONG_KIND',
+        `${conversion} needs ${kinds.join(' or ')}, but this descriptor is ${kind}; it stays open and owned here`,
+      )
+    }
+  }
+
+  /**
+   * A `net.Socket` over a connected TCP or Unix stream socket. Node takes
+   * ownership and makes the descriptor non-blocking (a flag shared with every
+   * other holder of it).
+   */
+  toSocket(options: Omit<net.SocketConstructorOpts, 'fd'> = {}): net.Socket {
+    this.#expect(['tcp', 'unix-stream'], 'toSocket()')
+    return new net.Socket({ readable: true, writable: true, ...options, fd: this.take() })
+  }
+
+  /** A `net.Server` accepting on a listening TCP or Unix socket. */
+  toServer(options: net.ServerOpts = {}, connectionListener?: (socket: net.Socket) => void): net.Server {
+    this.#expect(['tcp-listener', 'unix-stream-listener'], 'toServer()')
+    return net.createServer(options, connectionListener).listen({ fd: this.take() })
+  }
+
+  /** Makes `server` (for example an `http.Server`) accept on this listening socket. */
+  listen<S extends net.Server>(server: S, callback?: () => void): S {
+    this.#expect(['tcp-listener', 'unix-stream-listener'], 'listen()')
+    server.listen({ fd: this.take() }, callback)
+    return server
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Channels
+
+interface PendingRecv {
+  maxFds: number
+  maxBytes: number
+  resolve: (message: Message) => void
+  reject: (err: unknown) => void
+  signal?: AbortSignal
+  onAbort?: () => void
+}
+
+interface PendingSend {
+  resolve: () => void
+  reject: (err: unknown) => void
+}
+
+function normaliseFraming(framing: unknown): Framing {
+  if (framing === undefined) return 'framed'
+  if (framing !== 'framed' && framing !== 'raw') throw makeError(TypeError, 'ERR_INVALID_ARG_VALUE', `The "framing" option must be 'framed' or 'raw'. Received ${String(framing)}`)
+  return framing
+}
+
+function normaliseType(name: string, type: unknown, allowDgram: boolean): SocketType {
+  if (type === undefined) return 'stream'
+  if (type === 'stream' || type === 'seqpacket' || (allowDgram && type === 'dgram')) return type
+  const allowed = allowDgram ? "'stream', 'seqpacket' or 'dgram'" : "'stream' or 'seqpacket'"
+  throw makeError(TypeError, 'ERR_INVALID_ARG_VALUE', `The "${name}" option must be ${allowed}. Received ${String(type)}`)
+}
+
+/**
+ * A connected Unix socket that carries messages with descriptors. Emits
+ * `'close'` once closed.
+ */
+export class Channel extends EventEmitter implements AsyncIterable<Message>, Disposable {
+  #native: native.NativeChannel | null
+  readonly framing: Framing
+  readonly type: SocketType
+  #receives: PendingRecv[] = []
+  #sends: PendingSend[] = []
+  #waitingReadable = false
+  #waitingWritable = false
+
+  /** @internal Use {@link connect}, {@link listen}, {@link socketPair} or {@link Channel.fromFd}. */
+  constructor(handle: native.NativeChannel, framing: Framing) {
+    super()
+    this.#native = handle
+    this.framing = framing
+    this.type = handle.socketType
+  }
+
+  /**
+   * Adopts a connected Unix socket you own (for example one inherited in a
+   * child's stdio). The channel takes it over; on error it stays yours, open.
+   */
+  static fromFd(fd: number, options: ChannelOptions = {}): Channel {
+    validateInteger('fd', fd, 0, MAX_FD_NUMBER)
+    const framing = normaliseFraming(validateObject<ChannelOptions>('options', options).framing)
+    return new Channel(native.adoptChannel(fd, framing as native.ChannelMode), framing)
+  }
+
+  /** The socket's descriptor number, or -1 once closed. */
+  get fd(): number {
+    return this.#native?.fd ?? -1
+  }
+
+  get closed(): boolean {
+    return this.#native === null
+  }
+
+  /**
+   * Sends one message. Resolves once it is all with the kernel. Argument
+   * errors throw before any system call; system errors reject, and then
+   * nothing was sent and the caller's descriptors are untouched.
+   */
+  send(message: SendOptions): Promise<void> {
+    const opts = validateObject<SendOptions>('message', message)
+    if (message === undefined) throw invalidArgType('message', 'of type object', message)
+    const data = typeof opts.data === 'string' ? Buffer.from(opts.data) : (opts.data ?? Buffer.alloc(0))
+    if (!(data instanceof Uint8Array)) throw invalidArgType('message.data', 'a string, Buffer or Uint8Array', opts.data)
+    const holders = opts.fds ?? []
+    if (!Array.isArray(holders)) throw invalidArgType('message.fds', 'an array', holders)
+    const numbers = new Int32Array(holders.length)
+    holders.forEach((holder, i) => {
+      numbers[i] = descriptorOf(holder, i)
+    })
+    if (this.framing === 'raw' && numbers.length > limits.maxFdsPerMessage) {
+      throw makeError(
+        RangeError,
+        'ERR_FDPASS_TOO_MANY_FDS',
+        `${numbers.length} descriptors exceed the ${limits.maxFdsPerMessage} one raw-mode message carries on this platform; use framed mode to send more`,
+      )
+    }
+    if (this.framing === 'raw' && this.type === 'stream' && numbers.length > 0 && data.length === 0) {
+      throw makeError(TypeError, 'ERR_INVALID_ARG_VALUE', 'a raw-mode stream message with descriptors needs at least one data byte')
+    }
+    const handle = this.#native
+    if (handle === null) return Promise.reject(closedError('channel'))
+    let sentNow: boolean
+    try {
+      sentNow = handle.send(data, numbers)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    const done = sentNow
+      ? Promise.resolve()
+      : new Promise<void>((resolve, reject) => {
+          this.#sends.push({ resolve, reject })
+          this.#awaitWritable()
+        })
+    if (opts.move !== true) return done
+    return done.then(async () => {
+      for (const holder of holders) await release(holder)
+    })
+  }
+
+  /**
+   * Receives one message. Rejects with `ERR_FDPASS_CLOSED` at end of stream,
+   * `ABORT_ERR` when `signal` aborts; nothing that arrived is ever leaked.
+   */
+  recv(options?: RecvOptions): Promise<Message> {
+    const opts = validateObject<RecvOptions>('options', options)
+    const maxFds = opts.maxFds === undefined ? limits.maxFdsPerMessage : validateInteger('options.maxFds', opts.maxFds, 0, MAX_FD_NUMBER)
+    const maxBytes =
+      opts.maxBytes === undefined ? DEFAULT_MAX_BYTES[this.framing] : validateInteger('options.maxBytes', opts.maxBytes, 1, Number.MAX_SAFE_INTEGER)
+    const signal = validateSignal('options.signal', opts.signal)
+    if (this.#native === null) return Promise.reject(closedError('channel'))
+    if (signal?.aborted) return Promise.reject(abortError(signal))
+    return new Promise<Message>((resolve, reject) => {
+      const pending: PendingRecv = { maxFds, maxBytes, resolve, reject }
+      if (signal) {
+        pending.signal = signal
+        pending.onAbort = () => this.#abortReceive(pending)
+        signal.addEventListener('abort', pending.onAbort, { once: true })
+      }
+      this.#receives.push(pending)
+      this.#drainReceives()
+    })
+  }
+
+  /** Async iteration over messages until the peer closes; `options` as for {@link recv}. */
+  async *messages(options?: Omit<RecvOptions, 'signal'> & { signal?: AbortSignal }): AsyncGenerator<Message, void, undefined> {
+    for (;;) {
+      try {
+        yield await this.recv(options)
+      } catch (err) {
+        if ((err as FdpassError).code === 'ERR_FDPASS_CLOSED') return
+        throw err
+      }
+    }
+  }
+
+  [Symbol.asyncIterator](): AsyncGenerator<Message, void, undefined> {
+    return this.messages()
+  }
+
+  /**
+   * Closes the channel. Pending receives and sends reject with
+   * `ERR_FDPASS_CLOSED`; queued messages and partly received ones are dropped
+   * and their descriptors closed.
+   */
+  close(): void {
+    const handle = this.#native
+    if (handle === null) return
+    this.#native = null
+    handle.close()
+    const err = closedError('channel')
+    for (const pending of this.#receives.splice(0)) this.#settleReceive(pending, err)
+    for (const pending of this.#sends.splice(0)) pending.reject(err)
+    process.nextTick(() => this.emit('close'))
+  }
+
+  [Symbol.dispose](): void {
+    this.close()
+  }
+
+  #settleReceive(pending: PendingRecv, err: unknown, message?: Message): void {
+    if (pending.onAbort) pending.signal?.removeEventListener('abort', pending.onAbort)
+    if (message) pending.resolve(message)
+    else pending.reject(err)
+  }
+
+  /** Takes every ready message for the receives waiting, in one pass. */
+  #drainReceives(): void {
+    while (this.#receives.length > 0) {
+      const handle = this.#native
+      if (handle === null) return
+      const pending = this.#receives[0]
+      let raw: { data: Buffer; fds: number[] } | null
+      try {
+        raw = handle.tryRecv(pending.maxFds, pending.maxBytes)
+      } catch (err) {
+        this.#receives.shift()
+        this.#settleReceive(pending, err)
+        continue
+      }
+      if (raw === null) {
+        this.#awaitReadable()
+        return
+      }
+      this.#receives.shift()
+      // Wrapped before any other code runs, so every descriptor has an owner.
+      const fds = raw.fds.map((fd) => new ReceivedFd(fd))
+      this.#settleReceive(pending, undefined, { data: raw.data, fds })
+    }
+  }
+
+  #abortReceive(pending: PendingRecv): void {
+    const at = this.#receives.indexOf(pending)
+    if (at < 0) return
+    this.#receives.splice(at, 1)
+    this.#settleReceive(pending, abortError(pending.signal as AbortSignal))
+    // With nobody waiting, drop the wait so it keeps neither the socket busy
+    // nor the process alive.
+    if (this.#receives.length === 0 && this.#sends.length === 0) this.#native?.cancelWaits()
+  }
+
+  #awaitReadable(): void {
+    if (this.#waitingReadable || this.#native === null) return
+    this.#waitingReadable = true
+    this.#native.waitReadable().then(
+      () => {
+        this.#waitingReadable = false
+        this.#drainReceives()
+      },
+      (err: unknown) => {
+        this.#waitingReadable = false
+        for (const pending of this.#receives.splice(0)) this.#settleReceive(pending, err)
+      },
+    )
+  }
+
+  #flushSends(): void {
+    const handle = this.#native
+    if (handle === null) return
+    let completed: number
+    try {
+      completed = handle.flush()
+    } catch (err) {
+      // The stream is out of step: every queued message fails and the channel closes.
+      const failed = this.#sends.splice(0)
+      this.close()
+      for (const pending of failed) pending.reject(err)
+      return
+    }
+    for (const pending of this.#sends.splice(0, completed)) pending.resolve()
+    if (this.#sends.length > 0) this.#awaitWritable()
+  }
+
+  #awaitWritable(): void {
+    if (this.#waitingWritable || this.#native === null) return
+    this.#waitingWritable = true
+    this.#native.waitWritable().then(
+      () => {
+        this.#waitingWritable = false
+        this.#flushSends()
+      },
+      (err: unknown) => {
+        this.#waitingWritable = false
+        for (const pending of this.#sends.splice(0)) pending.reject(err)
+      },
+    )
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Creating channels
+
+/** A connected pair of channels (socketpair(2)), for example to hand one end to a child. */
+export function socketPair(options: SocketPairOptions = {}): [Channel, Channel] {
+  const opts = validateObject<SocketPairOptions>('options', options)
+  const type = normaliseType('type', opts.type, true)
+  const framing = normaliseFraming(opts.framing)
+  const [a, b] = native.socketPair(type as native.SocketType, framing as native.ChannelMode)
+  return [new Channel(a, framing), new Channel(b, framing)]
+}
+
+function addressOptions<T extends ConnectOptions | ListenOptions>(name: string, target: unknown): Partial<T> & { path: string } {
+  const opts = (typeof target === 'string' ? { path: target } : validateObject<T>(name, target)) as Partial<T>
+  if (typeof opts.path !== 'string' || opts.path.length === 0) throw invalidArgType(`${name}.path`, 'a non-empty string', opts.path)
+  if (opts.abstract !== undefined && typeof opts.abstract !== 'boolean') throw invalidArgType(`${name}.abstract`, 'of type boolean', opts.abstract)
+  return opts as Partial<T> & { path: string }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms))
+}
+
+/** Connects to a listening fdpass (or any Unix) socket. */
+export async function connect(target: string | ConnectOptions): Promise<Channel> {
+  const opts = addressOptions<ConnectOptions>('target', target)
+  const type = normaliseType('type', opts.type, false)
+  const framing = normaliseFraming(opts.framing)
+  const signal = validateSignal('target.signal', opts.signal)
+  if (signal?.aborted) throw abortError(signal)
+  const handle = native.connect(opts.path, opts.abstract === true, type as native.SocketType, framing as native.ChannelMode)
+  // Unix connects complete at once unless the listener's backlog is full; then
+  // Linux says EAGAIN and only a new connect call tells, so retry with backoff.
+  let backoff = 1
+  try {
+    while (!handle.pollConnect()) {
+      if (signal?.aborted) throw abortError(signal)
+      await delay(backoff)
+      backoff = Math.min(backoff * 2, 100)
+    }
+  } catch (err) {
+    handle.close()
+    throw err
+  }
+  return new Channel(handle, framing)
+}
+
+/**
+ * A listening Unix socket. Accepted connections arrive as `'connection'`
+ * events or by async iteration, and only while someone is listening for them
+ * (otherwise they wait in the kernel's backlog).
+ */
+export class Server extends EventEmitter implements AsyncIterable<Channel>, Disposable {
+  #native: native.NativeListener | null
+  readonly path: string
+  readonly abstract: boolean
+  readonly framing: Framing
+  #takers: { resolve: (c: IteratorResult<Channel, undefined>) => void; reject: (e: unknown) => void }[] = []
+  #waiting = false
+
+  /** @internal Use {@link listen}. */
+  constructor(handle: native.NativeListener, path: string, abstract: boolean, framing: Framing) {
+    super()
+    this.#native = handle
+    this.path = path
+    this.abstract = abstract
+    this.framing = framing
+    this.on('newListener', (event: string) => {
+      if (event === 'connection') process.nextTick(() => this.#accept())
+    })
+  }
+
+  get closed(): boolean {
+    return this.#native === null
+  }
+
+  #wanted(): boolean {
+    return this.#takers.length > 0 || this.listenerCount('connection') > 0
+  }
+
+  #accept(): void {
+    while (this.#native !== null && this.#wanted()) {
+      let handle: native.NativeChannel | null
+      try {
+        handle = this.#native.tryAccept()
+      } catch (err) {
+        const taker = this.#takers.shift()
+        if (taker) taker.reject(err)
+        else this.emit('error', err)
+        continue
+      }
+      if (handle === null) {
+        this.#awaitConnection()
+        return
+      }
+      const channel = new Channel(handle, this.framing)
+      const taker = this.#takers.shift()
+      if (taker) taker.resolve({ value: channel, done: false })
+      else this.emit('connection', channel)
+    }
+  }
+
+  #awaitConnection(): void {
+    if (this.#waiting || this.#native === null) return
+    this.#waiting = true
+    this.#native.waitReadable().then(
+      () => {
+        this.#waiting = false
+        this.#accept()
+      },
+      (err: unknown) => {
+        this.#waiting = false
+        this.emit('error', err)
+      },
+    )
+  }
+
+  /** The next connection; resolves `done` once the server is closed. */
+  [Symbol.asyncIterator](): AsyncIterator<Channel, undefined> {
+    return {
+      next: () =>
+        new Promise<IteratorResult<Channel, undefined>>((resolve, reject) => {
+          if (this.#native === null) {
+            resolve({ value: undefined, done: true })
+            return
+          }
+          this.#takers.push({ resolve, reject })
+          this.#accept()
+        }),
+      return: () => {
+        this.close()
+        return Promise.resolve({ value: undefined, done: true })
+      },
+    }
+  }
+
+  /** Stops accepting and removes the socket file (if it is still this server's). */
+  close(): void {
+    const handle = this.#native
+    if (handle === null) return
+    this.#native = null
+    handle.close()
+    for (const taker of this.#takers.splice(0)) taker.resolve({ value: undefined, done: true })
+    process.nextTick(() => this.emit('close'))
+  }
+
+  [Symbol.dispose](): void {
+    this.close()
+  }
+}
+
+/**
+ * Listens on a Unix socket path (or a Linux abstract name). Synchronous: a
+ * path in use throws `EADDRINUSE` here.
+ */
+export function listen(target: string | ListenOptions, connectionListener?: (channel: Channel) => void): Server {
+  const opts = addressOptions<ListenOptions>('target', target)
+  const type = normaliseType('type', opts.type, false)
+  const framing = normaliseFraming(opts.framing)
+  const fileMode = opts.mode === undefined ? undefined : validateInteger('target.mode', opts.mode, 0, 0o7777)
+  const backlog = opts.backlog === undefined ? 511 : validateInteger('target.backlog', opts.backlog, 0, 0x7fffffff)
+  const handle = native.listen(opts.path, opts.abstract === true, type as native.SocketType, fileMode, backlog, framing as native.ChannelMode)
+  const server = new Server(handle, opts.path, opts.abstract === true, framing)
+  if (connectionListener) server.on('connection', connectionListener)
+  return server
+}

@@ -10,6 +10,21 @@
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
 /**
+ * Received descriptors JavaScript holds but has not claimed. One per
+ * JavaScript environment (the facade makes it at load); when the environment
+ * ends (a worker exits or is terminated) its finalizer closes what is left,
+ * which a `FinalizationRegistry` would never get to do.
+ */
+export declare class FdRegistry {
+  constructor()
+  /** Hands `fd` over to the caller; it is no longer closed at teardown. */
+  release(fd: number): boolean
+  /** Closes a held descriptor. Returns false if it was not held here. */
+  close(fd: number): boolean
+  get size(): number
+}
+
+/**
  * A connected socket carrying messages. Driven by the facade: non-blocking
  * calls first, waits only after EAGAIN.
  */
@@ -29,10 +44,10 @@ export declare class NativeChannel {
   get hasQueued(): boolean
   /**
    * One message if one is ready, else null. The descriptors pass to
-   * JavaScript only once the whole result exists; on any failure before that
-   * they are closed here.
+   * JavaScript, held in `registry`, only once the whole result exists; on any
+   * failure before that they are closed here.
    */
-  tryRecv(maxFds: number, maxBytes: number): { data: Buffer; fds: number[] } | null
+  tryRecv(registry: FdRegistry, maxFds: number, maxBytes: number): { data: Buffer; fds: number[] } | null
   waitReadable(): Promise<boolean>
   waitWritable(): Promise<boolean>
   /** Resolves every wait in progress with false. */

@@ -835,6 +835,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.FdRegistry = nativeBinding.FdRegistry
 module.exports.NativeChannel = nativeBinding.NativeChannel
 module.exports.NativeListener = nativeBinding.NativeListener
 module.exports.adoptChannel = nativeBinding.adoptChannel

@@ -213,12 +213,12 @@ async function release(holder: Descriptor): Promise<void> {
 // ---------------------------------------------------------------------------
 // Received descriptors
 
+/** Closes, at teardown of this JavaScript environment, whatever is still held. */
+const held = new native.FdRegistry()
+
+/** Closes, when a ReceivedFd is collected, the descriptor it still owned. */
 const unclaimed = new FinalizationRegistry<number>((fd) => {
-  try {
-    native.closeFd(fd)
-  } catch {
-    // Already closed by whoever took the number; nothing left to release.
-  }
+  held.close(fd)
 })
 
 /**
@@ -255,13 +255,17 @@ export class ReceivedFd implements Disposable {
     const fd = this.fd
     this.#fd = -1
     unclaimed.unregister(this)
+    held.release(fd)
     return fd
   }
 
   /** Closes the descriptor; does nothing if it was already taken or closed. */
   close(): void {
     if (this.#fd < 0) return
-    native.closeFd(this.take())
+    const fd = this.#fd
+    this.#fd = -1
+    unclaimed.unregister(this)
+    held.close(fd)
   }
 
   [Symbol.dispose](): void {
@@ -493,7 +497,7 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
       const pending = this.#receives[0]
       let raw: { data: Buffer; fds: number[] } | null
       try {
-        raw = handle.tryRecv(pending.maxFds, pending.maxBytes)
+        raw = handle.tryRecv(held, pending.maxFds, pending.maxBytes)
       } catch (err) {
         this.#receives.shift()
         this.#settleReceive(pending, err)

@@ -7,6 +7,7 @@ use napi_derive::napi;
 use tokio::io::Interest;
 
 use crate::error::OrThrow;
+use crate::registry::FdRegistry;
 use crate::watch::Watched;
 use crate::{closed_error, SocketType};
 
@@ -72,12 +73,13 @@ impl NativeChannel {
     }
 
     /// One message if one is ready, else null. The descriptors pass to
-    /// JavaScript only once the whole result exists; on any failure before that
-    /// they are closed here.
+    /// JavaScript, held in `registry`, only once the whole result exists; on any
+    /// failure before that they are closed here.
     #[napi(ts_return_type = "{ data: Buffer; fds: number[] } | null")]
     pub fn try_recv<'env>(
         &self,
         env: &'env Env,
+        registry: &FdRegistry,
         max_fds: u32,
         max_bytes: f64,
     ) -> Result<Option<Object<'env>>> {
@@ -92,10 +94,8 @@ impl NativeChannel {
         let numbers: Vec<i32> = msg.fds.iter().map(|f| f.as_raw_fd()).collect();
         obj.set("fds", numbers)?;
         obj.set("data", Buffer::from(msg.data))?;
-        for fd in msg.fds {
-            // Owned by the returned object from here on.
-            let _ = fd.into_raw_fd();
-        }
+        // Owned by the registry (and the JS objects it backs) from here on.
+        registry.hold(msg.fds.into_iter().map(|fd| fd.into_raw_fd()));
         Ok(Some(obj))
     }
 

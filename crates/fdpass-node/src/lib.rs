@@ -4,6 +4,7 @@
 mod channel;
 mod error;
 mod listener;
+mod registry;
 mod watch;
 
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use napi_derive::napi;
 pub use channel::NativeChannel;
 use error::OrThrow;
 pub use listener::NativeListener;
+pub use registry::FdRegistry;
 
 /// One reactor thread for the whole process, whatever the number of sockets
 /// and pending operations (napi-rs would otherwise start one per core).

@@ -1,0 +1,57 @@
+import { spawn } from 'node:child_process'
+import { readdirSync, readFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+
+/** Descriptors open in this process right now. */
+export function fdCount(): number {
+  return readdirSync('/proc/self/fd').length
+}
+
+/** Threads of this process right now. */
+export function threadCount(): number {
+  const line = readFileSync('/proc/self/status', 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('Threads:'))
+  return Number(line?.split(/\s+/)[1])
+}
+
+let counter = 0
+export function socketPath(tag: string): string {
+  counter += 1
+  return join(tmpdir(), `fdpass-${process.pid}-${tag}-${counter}.sock`)
+}
+
+/**
+ * Waits (bounded) for closes that finish off the JS thread, such as a socket
+ * released once its reactor wait lets go, then reports the count.
+ */
+export async function settledFdCount(expected: number): Promise<number> {
+  for (let i = 0; i < 200 && fdCount() !== expected; i++) await new Promise((r) => setTimeout(r, 10))
+  return fdCount()
+}
+
+export interface PeerResult {
+  code: number | null
+  /** The peer's descriptor count before it started and after it closed everything. */
+  report: { before: number; after: number } | undefined
+  stderr: string
+}
+
+const PEER = join(__dirname, 'peers', 'peer.js')
+
+/** Runs the peer script (another Node process) in `role`. */
+export function runPeer(role: string, ...args: string[]): { exited: Promise<PeerResult>; pid: number | undefined } {
+  const child = spawn(process.execPath, [PEER, role, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+  const exited = new Promise<PeerResult>((resolve) => {
+    child.on('close', (code) => {
+      const line = stdout.split('\n').find((l) => l.startsWith('{'))
+      resolve({ code, report: line ? (JSON.parse(line) as PeerResult['report']) : undefined, stderr })
+    })
+  })
+  return { exited, pid: child.pid }
+}

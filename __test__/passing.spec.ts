@@ -1,0 +1,186 @@
+import { spawnSync } from 'node:child_process'
+import { readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { get } from 'node:http'
+import * as http from 'node:http'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+
+import test from 'ava'
+
+import { limits, listen, type Channel, type Message, type Server } from 'fdpass'
+
+import { fdCount, runPeer, settledFdCount, socketPath } from './helpers'
+
+/** Listens, runs the peer, and hands over the accepted channel. */
+async function withPeer(
+  role: string,
+  args: string[],
+  body: (channel: Channel) => Promise<void>,
+  listenOptions: { framing?: 'framed' | 'raw' } = {},
+): Promise<{ before: number; after: number; peer: Awaited<ReturnType<typeof runPeer>['exited']> }> {
+  const before = fdCount()
+  const path = socketPath(role)
+  const server: Server = listen({ path, ...listenOptions })
+  const peer = runPeer(role, path, ...args)
+  const { value: channel } = await server[Symbol.asyncIterator]().next()
+  if (!channel) throw new Error('no connection')
+  try {
+    await body(channel)
+  } finally {
+    channel.close()
+    server.close()
+  }
+  const result = await peer.exited
+  return { before, after: await settledFdCount(before), peer: result }
+}
+
+function assertBaselines(t: import('ava').ExecutionContext, r: Awaited<ReturnType<typeof withPeer>>): void {
+  t.is(r.peer.code, 0, r.peer.stderr)
+  t.truthy(r.peer.report, 'the peer reported its descriptor counts')
+  t.is(r.peer.report?.after, r.peer.report?.before, `the peer ends at its descriptor baseline ${JSON.stringify(r.peer.report)}`)
+  t.is(r.after, r.before, 'this process ends at its descriptor baseline')
+}
+
+test.serial('a file sent by another process is read here, sharing its offset', async (t) => {
+  const file = join(tmpdir(), `fdpass-file-${process.pid}`)
+  writeFileSync(file, '0123456789')
+  const r = await withPeer('send-file', [file], async (channel) => {
+    const message = await channel.recv()
+    t.is(message.data.toString(), 'a file')
+    t.is(message.fds.length, 1)
+    const fd = message.fds[0]!
+    t.is(fd.kind, 'file')
+    // The peer read 4 bytes through the same open file description.
+    t.is(readFileSync(fd.fd, 'utf8'), '456789')
+    fd.close()
+    await channel.send({ data: 'ack' })
+  })
+  rmSync(file)
+  assertBaselines(t, r)
+})
+
+test.serial('a received TCP listener serves a real HTTP request', async (t) => {
+  const r = await withPeer('send-listener', [], async (channel) => {
+    const message = await channel.recv()
+    const port = Number(message.data.toString())
+    const [listener] = message.fds
+    t.is(listener?.kind, 'tcp-listener')
+    const server = http.createServer((_req, res) => res.end('served from a passed listener'))
+    await new Promise<void>((resolve) => listener!.listen(server, resolve))
+    t.true(listener!.released, 'ownership went to the http.Server')
+    const body = await new Promise<string>((resolve, reject) => {
+      get({ host: '127.0.0.1', port, path: '/', agent: false }, (res) => {
+        let text = ''
+        res.on('data', (d: Buffer) => (text += d.toString()))
+        res.on('end', () => resolve(text))
+      }).on('error', reject)
+    })
+    t.is(body, 'served from a passed listener')
+    await new Promise<void>((resolve) => server.close(() => resolve()))
+    await channel.send({ data: 'ack' })
+  })
+  assertBaselines(t, r)
+})
+
+for (const framing of ['raw', 'framed'] as const) {
+  test.serial(`${limits.maxFdsPerMessage} descriptors in one ${framing} message`, async (t) => {
+    const n = limits.maxFdsPerMessage
+    const r = await withPeer(
+      'send-n',
+      [String(n), framing],
+      async (channel) => {
+        const message = await channel.recv({ maxFds: n })
+        t.is(message.fds.length, n)
+        t.true(message.fds.every((fd) => fd.kind === 'char-device'))
+        for (const fd of message.fds) fd.close()
+        await channel.send({ data: 'ack' })
+      },
+      { framing },
+    )
+    assertBaselines(t, r)
+  })
+}
+
+test.serial('1,000 descriptors in one framed message are chunked and reassembled', async (t) => {
+  const r = await withPeer('send-n', ['1000', 'framed'], async (channel) => {
+    const message = await channel.recv({ maxFds: 1000 })
+    t.is(message.fds.length, 1000)
+    t.is(new Set(message.fds.map((fd) => fd.fd)).size, 1000)
+    for (const fd of message.fds) fd.close()
+    await channel.send({ data: 'ack' })
+  })
+  assertBaselines(t, r)
+})
+
+test.serial('a message with more descriptors than maxFds is refused whole and closed', async (t) => {
+  const r = await withPeer('send-n', ['40', 'framed'], async (channel) => {
+    const before = fdCount()
+    const err = await t.throwsAsync(channel.recv({ maxFds: 3 }), { code: 'ERR_FDPASS_TOO_MANY_FDS' })
+    t.regex(err!.message, /40 descriptors/)
+    t.is(fdCount(), before, 'none of the 40 stayed open here')
+    // The channel stays in step: the next message arrives intact.
+    await channel.send({ data: 'ack' })
+  })
+  assertBaselines(t, r)
+})
+
+test.serial('raw mode: control data past the buffer is truncated, reported, and closed', async (t) => {
+  const r = await withPeer(
+    'send-n',
+    ['100', 'raw'],
+    async (channel) => {
+      const before = fdCount()
+      await t.throwsAsync(channel.recv({ maxFds: 2 }), { code: 'ERR_FDPASS_CONTROL_TRUNCATED' })
+      t.is(fdCount(), before)
+      await channel.send({ data: 'ack' })
+    },
+    { framing: 'raw' },
+  )
+  assertBaselines(t, r)
+})
+
+test.serial('a peer that exits mid-message leaves a protocol error and no descriptor behind', async (t) => {
+  const r = await withPeer('die-mid-message', [], async (channel) => {
+    const err = await t.throwsAsync(channel.recv(), { code: 'ERR_FDPASS_PROTOCOL' })
+    t.regex(err!.message, /middle of a message/)
+    await t.throwsAsync(channel.recv(), { code: 'ERR_FDPASS_CLOSED' })
+  })
+  t.is(r.peer.code, 0, r.peer.stderr)
+  t.is(r.after, r.before)
+})
+
+test.serial('an aborted receive rejects with AbortError and the next receive gets the message', async (t) => {
+  const r = await withPeer('echo', [], async (channel) => {
+    const controller = new AbortController()
+    const pending = channel.recv({ signal: controller.signal })
+    controller.abort()
+    await t.throwsAsync(pending, { name: 'AbortError', code: 'ABORT_ERR' })
+    await t.throwsAsync(channel.recv({ signal: AbortSignal.abort() }), { code: 'ABORT_ERR' })
+    const file = join(tmpdir(), `fdpass-echo-${process.pid}`)
+    writeFileSync(file, 'echoed')
+    const { openSync, closeSync } = await import('node:fs')
+    const fd = openSync(file, 'r')
+    await channel.send({ data: 'round trip', fds: [fd] })
+    closeSync(fd)
+    const back: Message = await channel.recv()
+    t.is(back.data.toString(), 'round trip')
+    t.is(readFileSync(back.fds[0]!.fd, 'utf8'), 'echoed')
+    back.fds[0]!.close()
+    rmSync(file)
+  })
+  assertBaselines(t, r)
+})
+
+test.serial('received descriptors are closed in an exec’d child (close-on-exec)', async (t) => {
+  const r = await withPeer('send-n', ['3', 'framed'], async (channel) => {
+    const message = await channel.recv()
+    const numbers = message.fds.map((fd) => fd.fd)
+    // libuv does not close stray descriptors in a spawned child: only FD_CLOEXEC keeps them out.
+    const probe = numbers.map((n) => `[ -e /proc/self/fd/${n} ] && echo open || echo closed`).join('; ')
+    const out = spawnSync('sh', ['-c', probe], { encoding: 'utf8' })
+    t.deepEqual(out.stdout.trim().split('\n'), ['closed', 'closed', 'closed'])
+    for (const fd of message.fds) fd.close()
+    await channel.send({ data: 'ack' })
+  })
+  assertBaselines(t, r)
+})

@@ -218,7 +218,11 @@ const held = new native.FdRegistry()
 
 /** Closes, when a ReceivedFd is collected, the descriptor it still owned. */
 const unclaimed = new FinalizationRegistry<number>((fd) => {
-  held.close(fd)
+  try {
+    held.close(fd)
+  } catch {
+    // Someone closed the number behind the ReceivedFd's back; nothing to release.
+  }
 })
 
 /**

@@ -433,9 +433,15 @@ impl Channel {
                 self.sock.as_fd(),
                 &mut self.record_buf,
                 &mut self.control,
-            )? {
-                Recv::WouldBlock => return Ok(None),
-                Recv::Got(g) => g,
+            ) {
+                Ok(Recv::WouldBlock) => return Ok(None),
+                Ok(Recv::Got(g)) => g,
+                Err(e) => {
+                    // A lost record breaks the message it belonged to: drop it whole
+                    // rather than deliver it with a frame missing.
+                    self.record_in.clear();
+                    return Err(e);
+                }
             };
             if got.bytes == 0 && got.fds.is_empty() && self.kind == SocketType::SeqPacket {
                 // A zero-length record is end of stream on seqpacket.

@@ -465,9 +465,4 @@ impl Channel {
             }
         }
     }
-
-    /// Descriptors held by partly received messages (closed on drop).
-    pub fn held_fds(&self) -> usize {
-        self.stream_in.held_fds()
-    }
 }

@@ -48,10 +48,12 @@ export declare class NativeChannel {
    * failure before that they are closed here.
    */
   tryRecv(registry: FdRegistry, maxFds: number, maxBytes: number): { data: Buffer; fds: number[] } | null
-  waitReadable(): Promise<boolean>
-  waitWritable(): Promise<boolean>
-  /** Resolves every wait in progress with false. */
-  cancelWaits(): void
+  /**
+   * Arms the socket's watch for `events` (1 readable, 2 writable, 3 both),
+   * or disarms it with 0: when ready, `reactor` calls `wake(token * 4 + ready)`
+   * once. Every wake must be answered by arming again or disarming.
+   */
+  watch(reactor: Reactor, token: number, events: number): void
   /**
    * Closes the socket. Queued messages are dropped and their descriptor
    * copies closed; so is every descriptor of a partly received message.
@@ -64,10 +66,19 @@ export declare class NativeListener {
   get fd(): number
   /** One pending connection as a channel, or null when none is waiting. */
   tryAccept(): NativeChannel | null
-  waitReadable(): Promise<boolean>
-  cancelWaits(): void
+  /** As `NativeChannel.watch`: 1 arms for a pending connection, 0 disarms. */
+  watch(reactor: Reactor, token: number, events: number): void
   /** Stops listening and removes the socket file if it is still this one. */
   close(): void
+}
+
+/**
+ * The wait host of one JavaScript environment. The facade makes one at load
+ * and passes `wake(token * 4 + ready)`, which the reactor calls, on the
+ * JavaScript thread, once for each armed watch whose socket became ready.
+ */
+export declare class Reactor {
+  constructor(wake: (tokenTimesFourPlusReady: number) => void)
 }
 
 /**
@@ -84,7 +95,7 @@ export declare const enum ChannelMode {
 /** Closes a descriptor this process owns (EBADF if it is not open). */
 export declare function closeFd(fd: number): void
 
-/** Starts a non-blocking connect; poll `pollConnect` after each writable wait. */
+/** Starts a non-blocking connect; call `pollConnect` after each writable wake. */
 export declare function connect(path: string, abstractName: boolean, socketType: SocketType, mode: ChannelMode): NativeChannel
 
 /** What a descriptor is: "file", "tcp-listener", "unix-stream", ... */

@@ -838,6 +838,7 @@ module.exports = nativeBinding
 module.exports.FdRegistry = nativeBinding.FdRegistry
 module.exports.NativeChannel = nativeBinding.NativeChannel
 module.exports.NativeListener = nativeBinding.NativeListener
+module.exports.Reactor = nativeBinding.Reactor
 module.exports.adoptChannel = nativeBinding.adoptChannel
 module.exports.ChannelMode = nativeBinding.ChannelMode
 module.exports.closeFd = nativeBinding.closeFd

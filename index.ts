@@ -341,6 +341,80 @@ function normaliseType(name: string, type: unknown, allowDgram: boolean): Socket
   throw makeError(TypeError, 'ERR_INVALID_ARG_VALUE', `The "${name}" option must be ${allowed}. Received ${String(type)}`)
 }
 
+// ---------------------------------------------------------------------------
+// Waiting (docs/WAITING.md): a one-shot uv_poll per socket on Node's own loop
+
+const READABLE = 1
+const WRITABLE = 2
+
+/** What each armed watch runs when its socket is ready, by token. */
+const wakers = new Map<number, (ready: number) => void>()
+let lastToken = 0
+
+const reactor = new native.Reactor((tokenTimesFourPlusReady) => {
+  const token = Math.floor(tokenTimesFourPlusReady / 4)
+  const wake = wakers.get(token)
+  wakers.delete(token)
+  wake?.(tokenTimesFourPlusReady % 4)
+})
+
+/** Tokens name watches in wakes; u32 on the native side. */
+function nextToken(): number {
+  lastToken = lastToken >= 0xffffffff ? 1 : lastToken + 1
+  return lastToken
+}
+
+/**
+ * One socket's watch. `set(events)` asks for a single wake once the socket is
+ * ready for them (0 stops asking). A wake must be answered by `set` in the
+ * same turn: the native poll stays started until then, keeping the process
+ * alive and (if the socket is still ready) the loop busy. The wakers map keeps
+ * the owner alive while it waits, so a pending promise never loses its socket
+ * to the garbage collector.
+ */
+class Watch {
+  readonly #token = nextToken()
+  /** Events the native poll is armed for; -1 between a wake and its answer. */
+  #events = 0
+  readonly #arm: (reactor: native.Reactor, token: number, events: number) => void
+  readonly #onReady: (ready: number) => void
+
+  constructor(arm: (reactor: native.Reactor, token: number, events: number) => void, onReady: (ready: number) => void) {
+    this.#arm = arm
+    this.#onReady = onReady
+  }
+
+  set(events: number): void {
+    if (events === this.#events) return
+    this.#arm(reactor, this.#token, events)
+    this.#events = events
+    if (events === 0) wakers.delete(this.#token)
+    else wakers.set(this.#token, this.#woken)
+  }
+
+  /** For an owner whose native handle closed (which dropped the poll). */
+  forget(): void {
+    wakers.delete(this.#token)
+    this.#events = 0
+  }
+
+  readonly #woken = (ready: number): void => {
+    this.#events = -1
+    try {
+      this.#onReady(ready)
+    } finally {
+      if (this.#events === -1) {
+        // Unanswered (the handler threw): stop, or the loop would spin on a ready socket.
+        try {
+          this.set(0)
+        } catch {
+          this.forget()
+        }
+      }
+    }
+  }
+}
+
 /**
  * A connected Unix socket that carries messages with descriptors. Emits
  * `'close'` once closed.
@@ -351,8 +425,7 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
   readonly type: SocketType
   #receives: PendingRecv[] = []
   #sends: PendingSend[] = []
-  #waitingReadable = false
-  #waitingWritable = false
+  readonly #watch: Watch
 
   /** @internal Use {@link connect}, {@link listen}, {@link socketPair} or {@link Channel.fromFd}. */
   constructor(handle: native.NativeChannel, framing: Framing) {
@@ -360,6 +433,14 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
     this.#native = handle
     this.framing = framing
     this.type = handle.socketType
+    this.#watch = new Watch(
+      (reactor, token, events) => handle.watch(reactor, token, events),
+      (ready) => {
+        if (ready & READABLE) this.#drainReceives()
+        if (ready & WRITABLE) this.#flushSends()
+        this.#rewatch()
+      },
+    )
   }
 
   /**
@@ -419,7 +500,7 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
       ? Promise.resolve()
       : new Promise<void>((resolve, reject) => {
           this.#sends.push({ resolve, reject })
-          this.#awaitWritable()
+          this.#rewatch()
         })
     if (opts.move !== true) return done
     return done.then(async () => {
@@ -448,6 +529,7 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
       }
       this.#receives.push(pending)
       this.#drainReceives()
+      this.#rewatch()
     })
   }
 
@@ -477,6 +559,7 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
     if (handle === null) return
     this.#native = null
     handle.close()
+    this.#watch.forget()
     const err = closedError('channel')
     for (const pending of this.#receives.splice(0)) this.#settleReceive(pending, err)
     for (const pending of this.#sends.splice(0)) pending.reject(err)
@@ -493,6 +576,26 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
     else pending.reject(err)
   }
 
+  /**
+   * Waits for what pending operations still need: after a drain or a flush,
+   * a pending receive or send means the socket said EAGAIN.
+   */
+  #rewatch(): void {
+    if (this.#native === null) return
+    const events = (this.#receives.length > 0 ? READABLE : 0) | (this.#sends.length > 0 ? WRITABLE : 0)
+    try {
+      this.#watch.set(events)
+    } catch (err) {
+      for (const pending of this.#receives.splice(0)) this.#settleReceive(pending, err)
+      for (const pending of this.#sends.splice(0)) pending.reject(err)
+      try {
+        this.#watch.set(0)
+      } catch {
+        this.#watch.forget()
+      }
+    }
+  }
+
   /** Takes every ready message for the receives waiting, in one pass. */
   #drainReceives(): void {
     while (this.#receives.length > 0) {
@@ -507,10 +610,7 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
         this.#settleReceive(pending, err)
         continue
       }
-      if (raw === null) {
-        this.#awaitReadable()
-        return
-      }
+      if (raw === null) return
       this.#receives.shift()
       // Wrapped before any other code runs, so every descriptor has an owner.
       const fds = raw.fds.map((fd) => new ReceivedFd(fd))
@@ -523,24 +623,8 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
     if (at < 0) return
     this.#receives.splice(at, 1)
     this.#settleReceive(pending, abortError(pending.signal as AbortSignal))
-    // With nobody waiting, drop the wait so it keeps neither the socket busy
-    // nor the process alive.
-    if (this.#receives.length === 0 && this.#sends.length === 0) this.#native?.cancelWaits()
-  }
-
-  #awaitReadable(): void {
-    if (this.#waitingReadable || this.#native === null) return
-    this.#waitingReadable = true
-    this.#native.waitReadable().then(
-      () => {
-        this.#waitingReadable = false
-        this.#drainReceives()
-      },
-      (err: unknown) => {
-        this.#waitingReadable = false
-        for (const pending of this.#receives.splice(0)) this.#settleReceive(pending, err)
-      },
-    )
+    // With nobody waiting, stop watching, so the process may exit.
+    this.#rewatch()
   }
 
   #flushSends(): void {
@@ -557,23 +641,8 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
       return
     }
     for (const pending of this.#sends.splice(0, completed)) pending.resolve()
-    if (this.#sends.length > 0) this.#awaitWritable()
   }
 
-  #awaitWritable(): void {
-    if (this.#waitingWritable || this.#native === null) return
-    this.#waitingWritable = true
-    this.#native.waitWritable().then(
-      () => {
-        this.#waitingWritable = false
-        this.#flushSends()
-      },
-      (err: unknown) => {
-        this.#waitingWritable = false
-        for (const pending of this.#sends.splice(0)) pending.reject(err)
-      },
-    )
-  }
 }
 
 // ---------------------------------------------------------------------------
@@ -634,7 +703,7 @@ export class Server extends EventEmitter implements AsyncIterable<Channel>, Disp
   readonly abstract: boolean
   readonly framing: Framing
   #takers: { resolve: (c: IteratorResult<Channel, undefined>) => void; reject: (e: unknown) => void }[] = []
-  #waiting = false
+  readonly #watch: Watch
 
   /** @internal Use {@link listen}. */
   constructor(handle: native.NativeListener, path: string, abstract: boolean, framing: Framing) {
@@ -643,6 +712,10 @@ export class Server extends EventEmitter implements AsyncIterable<Channel>, Disp
     this.path = path
     this.abstract = abstract
     this.framing = framing
+    this.#watch = new Watch(
+      (reactor, token, events) => handle.watch(reactor, token, events),
+      () => this.#accept(),
+    )
     this.on('newListener', (event: string) => {
       if (event === 'connection') process.nextTick(() => this.#accept())
     })
@@ -667,30 +740,25 @@ export class Server extends EventEmitter implements AsyncIterable<Channel>, Disp
         else this.emit('error', err)
         continue
       }
-      if (handle === null) {
-        this.#awaitConnection()
-        return
-      }
+      if (handle === null) break
       const channel = new Channel(handle, this.framing)
       const taker = this.#takers.shift()
       if (taker) taker.resolve({ value: channel, done: false })
       else this.emit('connection', channel)
     }
+    this.#rewatch()
   }
 
-  #awaitConnection(): void {
-    if (this.#waiting || this.#native === null) return
-    this.#waiting = true
-    this.#native.waitReadable().then(
-      () => {
-        this.#waiting = false
-        this.#accept()
-      },
-      (err: unknown) => {
-        this.#waiting = false
-        this.emit('error', err)
-      },
-    )
+  /** Waits for a connection while someone wants one; after `#accept`, that means EAGAIN. */
+  #rewatch(): void {
+    if (this.#native === null) return
+    try {
+      this.#watch.set(this.#wanted() ? READABLE : 0)
+    } catch (err) {
+      const takers = this.#takers.splice(0)
+      for (const taker of takers) taker.reject(err)
+      if (takers.length === 0) this.emit('error', err)
+    }
   }
 
   /** The next connection; resolves `done` once the server is closed. */
@@ -718,6 +786,7 @@ export class Server extends EventEmitter implements AsyncIterable<Channel>, Disp
     if (handle === null) return
     this.#native = null
     handle.close()
+    this.#watch.forget()
     for (const taker of this.#takers.splice(0)) taker.resolve({ value: undefined, done: true })
     process.nextTick(() => this.emit('close'))
   }

@@ -1,8 +1,11 @@
 'use strict'
-// Compares the two ways fdpass could wait for a socket (docs/WAITING.md):
-// tokio's AsyncFd on one reactor thread (what the addon ships) against
-// uv_poll_t on Node's own loop, delivered directly or through a threadsafe
-// function. Two processes; latency is a ping-pong carrying one descriptor out
+// Compares ways fdpass can wait for a socket (docs/WAITING.md): what the addon
+// ships (a one-shot uv_poll_t on Node's loop, readiness relayed to JavaScript
+// through one threadsafe function) against a bare uv_poll_t calling JavaScript
+// directly, and the same relay in C. With FDPASS_TOKIO_ADDON set to the addon
+// built at commit 3acca98 (tokio AsyncFd on one reactor thread, the backend
+// fdpass had before), that joins the comparison too.
+// Two processes; latency is a ping-pong carrying one descriptor out
 // and 8 bytes back; throughput is a one-way stream of messages with one
 // descriptor each, both ends waiting whenever the socket says EAGAIN.
 //
@@ -12,14 +15,20 @@ const { spawn, execFileSync } = require('node:child_process')
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
-const native = require('../../binding')
+const shipped = require('../../binding')
+// The backend under test decides which addon makes the sockets.
+const addonFor = (backend) => (backend === 'tokio' ? require(process.env.FDPASS_TOKIO_ADDON) : shipped)
 
 const uvpollPath = process.env.FDPASS_UVPOLL ?? path.join(os.tmpdir(), `fdpass-uvpoll-${process.pid}.node`)
 process.env.FDPASS_UVPOLL = uvpollPath
-const BACKENDS = ['tokio', 'uv_poll', 'uv_poll+tsfn']
+const BACKENDS = process.env.FDPASS_BACKENDS?.split(',') ?? ['fdpass', 'uv_poll', 'uv_poll+tsfn', ...(process.env.FDPASS_TOKIO_ADDON ? ['tokio'] : [])]
 const READABLE = 1
 const WRITABLE = 2
-const registry = new native.FdRegistry()
+const registries = new Map()
+const registryOf = (native) => {
+  if (!registries.has(native)) registries.set(native, new native.FdRegistry())
+  return registries.get(native)
+}
 const NO_FDS = new Int32Array(0)
 
 function buildUvPoll() {
@@ -36,6 +45,15 @@ function waiter(channel, backend) {
       writable: (cb) => channel.waitWritable().then(cb),
     }
   }
+  if (backend === 'fdpass') {
+    const reactor = shippedReactor()
+    const token = wakers.size + 1
+    const arm = (events, cb) => {
+      wakers.set(token, cb)
+      channel.watch(reactor, token, events)
+    }
+    return { readable: (cb) => arm(READABLE, cb), writable: (cb) => arm(WRITABLE, cb) }
+  }
   const uv = require(uvpollPath)
   const watcher = uv.watch(channel.fd, backend === 'uv_poll+tsfn')
   return {
@@ -44,7 +62,20 @@ function waiter(channel, backend) {
   }
 }
 
-function receiver(channel, wait) {
+const wakers = new Map()
+let reactor
+function shippedReactor() {
+  reactor ??= new shipped.Reactor((tokenTimesFourPlusReady) => {
+    const token = Math.floor(tokenTimesFourPlusReady / 4)
+    const cb = wakers.get(token)
+    wakers.delete(token)
+    cb()
+  })
+  return reactor
+}
+
+function receiver(channel, wait, backend) {
+  const registry = registryOf(addonFor(backend))
   return function recv(done) {
     const message = channel.tryRecv(registry, 253, 65536)
     if (message !== null) return done(message)
@@ -53,6 +84,8 @@ function receiver(channel, wait) {
 }
 
 function child(role, backend) {
+  const native = addonFor(backend)
+  const registry = registryOf(native)
   const channel = native.adoptChannel(3, 'framed')
   const wait = waiter(channel, backend)
   const reply = new Uint8Array(8)
@@ -75,7 +108,7 @@ function child(role, backend) {
 }
 
 function startChild(role, backend) {
-  const [mine, theirs] = native.socketPair('stream', 'framed')
+  const [mine, theirs] = addonFor(backend).socketPair('stream', 'framed')
   const peer = spawn(process.execPath, [__filename, `--${role}`, backend], { stdio: ['inherit', 'inherit', 'inherit', theirs.fd, 'ipc'] })
   theirs.close()
   const exited = new Promise((resolve) => peer.on('exit', resolve))
@@ -85,7 +118,7 @@ function startChild(role, backend) {
 async function latency(backend, roundTrips) {
   const { mine, exited } = startChild('echo', backend)
   const wait = waiter(mine, backend)
-  const recv = receiver(mine, wait)
+  const recv = receiver(mine, wait, backend)
   const passed = new Int32Array([fs.openSync('/dev/null', 'r')])
   const payload = new Uint8Array(8).fill(1)
   const times = []
@@ -134,7 +167,11 @@ async function throughput(backend, count) {
   })
   mine.send(new Uint8Array(0), NO_FDS)
   const flushEnd = () => new Promise((resolve) => {
-    const go = () => { mine.flush(); mine.hasQueued ? wait.writable(go) : resolve() }
+    const go = () => {
+      mine.flush()
+      if (mine.hasQueued) wait.writable(go)
+      else resolve()
+    }
     go()
   })
   await flushEnd()

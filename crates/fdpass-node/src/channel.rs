@@ -1,36 +1,35 @@
-use std::os::fd::{AsRawFd, IntoRawFd};
-use std::sync::Arc;
+use std::os::fd::{AsFd, AsRawFd, IntoRawFd};
 
 use fdpass::{Channel, RecvOptions, SendStatus};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use tokio::io::Interest;
 
 use crate::error::OrThrow;
+use crate::reactor::{Reactor, WatchSlot};
 use crate::registry::FdRegistry;
-use crate::watch::Watched;
 use crate::{closed_error, SocketType};
 
 /// A connected socket carrying messages. Driven by the facade: non-blocking
 /// calls first, waits only after EAGAIN.
 #[napi]
 pub struct NativeChannel {
-    watched: Option<Arc<Watched<Channel>>>,
+    // Declared before `channel`: the poll must close before the socket does.
+    watch: WatchSlot,
+    channel: Option<Channel>,
     socket_type: SocketType,
 }
 
 impl NativeChannel {
-    pub fn wrap(env: &Env, channel: Channel) -> Result<NativeChannel> {
-        let socket_type = channel.socket_type().into();
-        let watched = Watched::new(channel).map_err(|e| crate::io_error(env, e))?;
-        Ok(NativeChannel {
-            watched: Some(watched),
-            socket_type,
-        })
+    pub fn wrap(channel: Channel) -> NativeChannel {
+        NativeChannel {
+            watch: WatchSlot::default(),
+            socket_type: channel.socket_type().into(),
+            channel: Some(channel),
+        }
     }
 
-    fn open(&self, env: &Env) -> Result<&Arc<Watched<Channel>>> {
-        self.watched.as_ref().ok_or_else(|| closed_error(env))
+    fn open(&mut self, env: &Env) -> Result<&mut Channel> {
+        self.channel.as_mut().ok_or_else(|| closed_error(env))
     }
 }
 
@@ -44,32 +43,32 @@ impl NativeChannel {
     /// The socket's descriptor number, or -1 once closed.
     #[napi(getter)]
     pub fn fd(&self) -> i32 {
-        self.watched.as_ref().map_or(-1, |w| w.lock().as_raw_fd())
+        self.channel.as_ref().map_or(-1, |c| c.as_raw_fd())
     }
 
     /// True once a connect started by `connect` has completed.
     #[napi]
-    pub fn poll_connect(&self, env: &Env) -> Result<bool> {
-        self.open(env)?.lock().poll_connect().or_throw(env)
+    pub fn poll_connect(&mut self, env: &Env) -> Result<bool> {
+        self.open(env)?.poll_connect().or_throw(env)
     }
 
     /// Sends one message; true when it is all with the kernel, false when (part
     /// of) it waits in the queue: then wait writable and `flush`.
     #[napi]
-    pub fn send(&self, env: &Env, data: &[u8], fds: &[i32]) -> Result<bool> {
-        let status = self.open(env)?.lock().send(data, fds).or_throw(env)?;
+    pub fn send(&mut self, env: &Env, data: &[u8], fds: &[i32]) -> Result<bool> {
+        let status = self.open(env)?.send(data, fds).or_throw(env)?;
         Ok(status == SendStatus::Sent)
     }
 
     /// Writes queued messages; returns how many completed.
     #[napi]
-    pub fn flush(&self, env: &Env) -> Result<u32> {
-        Ok(self.open(env)?.lock().flush().or_throw(env)? as u32)
+    pub fn flush(&mut self, env: &Env) -> Result<u32> {
+        Ok(self.open(env)?.flush().or_throw(env)? as u32)
     }
 
     #[napi(getter)]
     pub fn has_queued(&self) -> bool {
-        self.watched.as_ref().is_some_and(|w| w.lock().has_queued())
+        self.channel.as_ref().is_some_and(Channel::has_queued)
     }
 
     /// One message if one is ready, else null. The descriptors pass to
@@ -77,7 +76,7 @@ impl NativeChannel {
     /// failure before that they are closed here.
     #[napi(ts_return_type = "{ data: Buffer; fds: number[] } | null")]
     pub fn try_recv<'env>(
-        &self,
+        &mut self,
         env: &'env Env,
         registry: &FdRegistry,
         max_fds: u32,
@@ -87,7 +86,7 @@ impl NativeChannel {
             max_fds: max_fds as usize,
             max_bytes: max_bytes as usize,
         };
-        let Some(msg) = self.open(env)?.lock().try_recv(opts).or_throw(env)? else {
+        let Some(msg) = self.open(env)?.try_recv(opts).or_throw(env)? else {
             return Ok(None);
         };
         let mut obj = Object::new(env)?;
@@ -99,31 +98,21 @@ impl NativeChannel {
         Ok(Some(obj))
     }
 
+    /// Arms the socket's watch for `events` (1 readable, 2 writable, 3 both),
+    /// or disarms it with 0: when ready, `reactor` calls `wake(token * 4 + ready)`
+    /// once. Every wake must be answered by arming again or disarming.
     #[napi]
-    pub fn wait_readable<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, bool>> {
-        self.open(env)?.wait(env, Interest::READABLE)
-    }
-
-    #[napi]
-    pub fn wait_writable<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, bool>> {
-        self.open(env)?.wait(env, Interest::WRITABLE)
-    }
-
-    /// Resolves every wait in progress with false.
-    #[napi]
-    pub fn cancel_waits(&self) {
-        if let Some(w) = &self.watched {
-            w.cancel_waits();
-        }
+    pub fn watch(&mut self, env: &Env, reactor: &Reactor, token: u32, events: u32) -> Result<()> {
+        let channel = self.channel.as_ref().ok_or_else(|| closed_error(env))?;
+        self.watch.set(env, reactor, channel.as_fd(), token, events)
     }
 
     /// Closes the socket. Queued messages are dropped and their descriptor
     /// copies closed; so is every descriptor of a partly received message.
     #[napi]
     pub fn close(&mut self) {
-        if let Some(w) = self.watched.take() {
-            w.close();
-        }
+        self.watch.clear();
+        self.channel = None;
     }
 }
 

@@ -4,8 +4,8 @@
 mod channel;
 mod error;
 mod listener;
+mod reactor;
 mod registry;
-mod watch;
 
 use std::path::PathBuf;
 
@@ -16,22 +16,8 @@ use napi_derive::napi;
 pub use channel::NativeChannel;
 use error::OrThrow;
 pub use listener::NativeListener;
+pub use reactor::Reactor;
 pub use registry::FdRegistry;
-
-/// One reactor thread for the whole process, whatever the number of sockets
-/// and pending operations (napi-rs would otherwise start one per core).
-#[napi_derive::module_init]
-fn init() {
-    if let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .max_blocking_threads(1)
-        .thread_name("fdpass-reactor")
-        .enable_io()
-        .build()
-    {
-        create_custom_tokio_runtime(rt);
-    }
-}
 
 #[napi(string_enum)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,17 +72,6 @@ fn closed_error(env: &Env) -> Error {
     error::to_js(env, fdpass::Error::Closed)
 }
 
-fn io_error(env: &Env, e: std::io::Error) -> Error {
-    let errno = nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0));
-    error::to_js(
-        env,
-        fdpass::Error::Sys {
-            syscall: "epoll_ctl",
-            errno,
-        },
-    )
-}
-
 fn address(path: String, abstract_name: bool) -> Address {
     if abstract_name {
         Address::Abstract(path.into_bytes())
@@ -130,10 +105,7 @@ pub fn socket_pair(
     mode: ChannelMode,
 ) -> Result<Vec<NativeChannel>> {
     let (a, b) = Channel::pair(socket_type.into(), mode.into()).or_throw(env)?;
-    Ok(vec![
-        NativeChannel::wrap(env, a)?,
-        NativeChannel::wrap(env, b)?,
-    ])
+    Ok(vec![NativeChannel::wrap(a), NativeChannel::wrap(b)])
 }
 
 /// Takes over a connected Unix socket by number. On error the number is left
@@ -141,7 +113,7 @@ pub fn socket_pair(
 #[napi]
 pub fn adopt_channel(env: &Env, fd: i32, mode: ChannelMode) -> Result<NativeChannel> {
     let channel = Channel::adopt_raw(fd, mode.into()).or_throw(env)?;
-    NativeChannel::wrap(env, channel)
+    Ok(NativeChannel::wrap(channel))
 }
 
 #[napi]
@@ -161,10 +133,10 @@ pub fn listen(
         backlog,
     })
     .or_throw(env)?;
-    NativeListener::wrap(env, listener, mode.into())
+    Ok(NativeListener::wrap(listener, mode.into()))
 }
 
-/// Starts a non-blocking connect; poll `pollConnect` after each writable wait.
+/// Starts a non-blocking connect; call `pollConnect` after each writable wake.
 #[napi]
 pub fn connect(
     env: &Env,
@@ -179,7 +151,7 @@ pub fn connect(
         mode.into(),
     )
     .or_throw(env)?;
-    NativeChannel::wrap(env, channel)
+    Ok(NativeChannel::wrap(channel))
 }
 
 /// Closes a descriptor this process owns (EBADF if it is not open).

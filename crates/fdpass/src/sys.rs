@@ -587,44 +587,219 @@ pub fn control_buffer(bytes: usize) -> Vec<u64> {
 }
 
 // ---------------------------------------------------------------------------
-// Reactor registration
+// Waiting on the host's libuv loop
 
-/// An object that owns a socket, shared between the thread that calls it and a
-/// tokio reactor that watches its descriptor.
-#[cfg(feature = "tokio")]
-pub struct Locked<T> {
-    fd: RawFd,
-    inner: std::sync::Mutex<T>,
-}
+/// `uv_poll_t` on the event loop of the process that loaded this library (Node's
+/// own loop): readiness arrives on the loop's thread with no thread of ours and
+/// no hop between threads. docs/WAITING.md records why this and not a reactor
+/// thread.
+///
+/// libuv's functions are looked up in the running process at first use rather
+/// than linked, so this crate builds and tests without libuv, and a host that
+/// lacks them (a runtime that only imitates Node-API) gets `Unsupported`
+/// instead of a crash. Handle memory is sized by `uv_handle_size`, so nothing
+/// here depends on the layout of libuv's structs.
+#[cfg(feature = "uv")]
+pub mod uv {
+    use std::ffi::{c_int, c_void, CStr};
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    use std::ptr::NonNull;
+    use std::sync::OnceLock;
 
-#[cfg(feature = "tokio")]
-impl<T> Locked<T> {
-    pub fn lock(&self) -> std::sync::MutexGuard<'_, T> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    use nix::errno::Errno;
+    use nix::libc;
+
+    use crate::error::{Error, Result};
+
+    /// Readiness bits, as libuv numbers them (`UV_READABLE`, `UV_WRITABLE`).
+    pub const READABLE: u32 = 1;
+    pub const WRITABLE: u32 = 2;
+    /// `UV_POLL` in libuv's `uv_handle_type`, fixed for libuv 1.x.
+    const UV_POLL: c_int = 8;
+
+    type PollCallback = unsafe extern "C" fn(*mut c_void, c_int, c_int);
+    type CloseCallback = unsafe extern "C" fn(*mut c_void);
+
+    // The libuv 1.x functions used here, with their C signatures from uv.h.
+    type HandleSize = unsafe extern "C" fn(c_int) -> usize;
+    type PollInit = unsafe extern "C" fn(*mut c_void, *mut c_void, c_int) -> c_int;
+    type PollStart = unsafe extern "C" fn(*mut c_void, c_int, PollCallback) -> c_int;
+    type PollStop = unsafe extern "C" fn(*mut c_void) -> c_int;
+    type Close = unsafe extern "C" fn(*mut c_void, CloseCallback);
+    type SetData = unsafe extern "C" fn(*mut c_void, *mut c_void);
+    type GetData = unsafe extern "C" fn(*const c_void) -> *mut c_void;
+
+    struct Api {
+        handle_size: HandleSize,
+        poll_init: PollInit,
+        poll_start: PollStart,
+        poll_stop: PollStop,
+        close: Close,
+        set_data: SetData,
+        get_data: GetData,
     }
-}
 
-#[cfg(feature = "tokio")]
-impl<T> AsRawFd for Locked<T> {
-    fn as_raw_fd(&self) -> RawFd {
-        self.fd
+    fn api() -> Result<&'static Api> {
+        static API: OnceLock<Option<Api>> = OnceLock::new();
+        API.get_or_init(load).as_ref().ok_or(Error::Unsupported(
+            "this runtime does not provide libuv's uv_poll",
+        ))
     }
-}
 
-/// Registers `inner` (a [`crate::Channel`] or [`crate::Listener`]) with the
-/// current tokio runtime. Must run inside a runtime context.
-#[cfg(feature = "tokio")]
-pub fn register<T: AsFd>(inner: T) -> std::io::Result<tokio::io::unix::AsyncFd<Locked<T>>> {
-    let fd = inner.as_fd().as_raw_fd();
-    let locked = Locked {
-        fd,
-        inner: std::sync::Mutex::new(inner),
-    };
-    let interest = tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE;
-    // SAFETY: the AsyncFd owns `locked`, which owns `inner`, which owns the
-    // descriptor `fd` (AsFd) for as long as it lives. Channel and Listener never
-    // change their socket, and the lock hands out no way to replace `inner`
-    // other than through `&mut`, which this crate's callers do not use to swap it.
-    unsafe { tokio::io::unix::AsyncFd::register_with_interest(locked, interest) }
-        .map_err(|e| e.into_parts().1)
+    fn symbol(name: &CStr) -> Option<*mut c_void> {
+        // SAFETY: dlsym only reads the NUL-terminated name; RTLD_DEFAULT searches
+        // the objects already loaded into the process.
+        let address = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+        (!address.is_null()).then_some(address)
+    }
+
+    fn load() -> Option<Api> {
+        // SAFETY: each address is the exported libuv function of that name, and
+        // the type it becomes is that function's signature in uv.h, unchanged
+        // across libuv 1.x (Node has shipped libuv 1.x since its first release).
+        unsafe {
+            Some(Api {
+                handle_size: std::mem::transmute::<*mut c_void, HandleSize>(symbol(
+                    c"uv_handle_size",
+                )?),
+                poll_init: std::mem::transmute::<*mut c_void, PollInit>(symbol(c"uv_poll_init")?),
+                poll_start: std::mem::transmute::<*mut c_void, PollStart>(symbol(
+                    c"uv_poll_start",
+                )?),
+                poll_stop: std::mem::transmute::<*mut c_void, PollStop>(symbol(c"uv_poll_stop")?),
+                close: std::mem::transmute::<*mut c_void, Close>(symbol(c"uv_close")?),
+                set_data: std::mem::transmute::<*mut c_void, SetData>(symbol(
+                    c"uv_handle_set_data",
+                )?),
+                get_data: std::mem::transmute::<*mut c_void, GetData>(symbol(
+                    c"uv_handle_get_data",
+                )?),
+            })
+        }
+    }
+
+    /// The libuv loop of the calling thread, as the host hands it out
+    /// (`napi_get_uv_event_loop`). Not `Send`: a loop is only ever touched from
+    /// its own thread.
+    #[derive(Clone, Copy)]
+    pub struct Loop(NonNull<c_void>);
+
+    impl Loop {
+        /// `raw` must be the running loop of this thread as the host reported
+        /// it; the binding passes exactly what Node-API returned.
+        pub fn from_host(raw: *mut c_void) -> Option<Loop> {
+            NonNull::new(raw).map(Loop)
+        }
+    }
+
+    /// What the handle's data pointer owns; freed by the close callback, since
+    /// libuv may call back until the handle is closed.
+    struct State {
+        on_ready: Box<dyn FnMut(u32)>,
+        /// The handle's memory, in 16-byte units so it is aligned for any field.
+        memory: *mut [u128],
+    }
+
+    /// One socket watched on the loop. Dropping it closes the handle; the
+    /// socket must stay open until then (owners drop the poll first).
+    pub struct Poll {
+        handle: NonNull<c_void>,
+        api: &'static Api,
+    }
+
+    impl Poll {
+        /// Watches `fd` on `event_loop`. While started, `on_ready` runs on the
+        /// loop's thread with the ready bits on every loop turn that finds the
+        /// socket ready (level-triggered): the caller must make the socket
+        /// not ready (read until EAGAIN) or stop the poll. An error on the
+        /// descriptor reports both bits, so the caller's retry meets it.
+        pub fn new(
+            event_loop: Loop,
+            fd: BorrowedFd<'_>,
+            on_ready: impl FnMut(u32) + 'static,
+        ) -> Result<Poll> {
+            let api = api()?;
+            // SAFETY: plain query of a size; UV_POLL is a valid handle type.
+            let size = unsafe { (api.handle_size)(UV_POLL) };
+            let memory: *mut [u128] =
+                Box::into_raw(vec![0u128; size.div_ceil(16)].into_boxed_slice());
+            let handle = memory.cast::<c_void>();
+            // SAFETY: `handle` is zeroed memory of the size libuv asked for, and
+            // the loop is this thread's running loop (see `Loop::from_host`).
+            let rc = unsafe { (api.poll_init)(event_loop.0.as_ptr(), handle, fd.as_raw_fd()) };
+            if rc < 0 {
+                // SAFETY: libuv did not take the handle; the memory is still ours.
+                drop(unsafe { Box::from_raw(memory) });
+                return Err(Error::Sys {
+                    syscall: "uv_poll_init",
+                    errno: Errno::from_raw(-rc),
+                });
+            }
+            let state = Box::new(State {
+                on_ready: Box::new(on_ready),
+                memory,
+            });
+            // SAFETY: the handle is initialised; its data pointer is ours to set,
+            // and the close callback takes the box back.
+            unsafe { (api.set_data)(handle, Box::into_raw(state).cast()) };
+            Ok(Poll {
+                // `memory` came from a Box, so it is never null.
+                handle: NonNull::new(handle).ok_or(Error::Closed)?,
+                api,
+            })
+        }
+
+        /// Watches for `events` (READABLE, WRITABLE or both). A started poll
+        /// keeps the loop alive. Each call re-registers the descriptor with
+        /// the kernel (libuv stops, then starts), so callers skip redundant ones.
+        pub fn start(&mut self, events: u32) -> Result<()> {
+            // SAFETY: the handle is initialised and not closed (we own it until Drop).
+            let rc =
+                unsafe { (self.api.poll_start)(self.handle.as_ptr(), events as c_int, on_poll) };
+            if rc < 0 {
+                return Err(Error::Sys {
+                    syscall: "uv_poll_start",
+                    errno: Errno::from_raw(-rc),
+                });
+            }
+            Ok(())
+        }
+
+        pub fn stop(&mut self) {
+            // SAFETY: as in `start`; stopping a stopped handle is a no-op.
+            unsafe { (self.api.poll_stop)(self.handle.as_ptr()) };
+        }
+    }
+
+    impl Drop for Poll {
+        fn drop(&mut self) {
+            // SAFETY: the handle is initialised and closed exactly once, here;
+            // libuv stops it and later calls `on_close`, which frees it.
+            unsafe { (self.api.close)(self.handle.as_ptr(), on_close) };
+        }
+    }
+
+    unsafe extern "C" fn on_poll(handle: *mut c_void, status: c_int, events: c_int) {
+        let Ok(api) = api() else { return };
+        // SAFETY: libuv passes the live handle whose data is the State set in
+        // `Poll::new`; it is freed only in `on_close`, after the last callback.
+        // The loop's thread is the only one touching it.
+        let state = unsafe { &mut *(api.get_data)(handle).cast::<State>() };
+        let ready = if status < 0 {
+            READABLE | WRITABLE
+        } else {
+            events as u32 & (READABLE | WRITABLE)
+        };
+        (state.on_ready)(ready);
+    }
+
+    unsafe extern "C" fn on_close(handle: *mut c_void) {
+        let Ok(api) = api() else { return };
+        // SAFETY: libuv will not touch the handle again; the State box and the
+        // handle memory were leaked by `Poll::new` for exactly this moment.
+        unsafe {
+            let state = Box::from_raw((api.get_data)(handle).cast::<State>());
+            drop(Box::from_raw(state.memory));
+        }
+    }
 }

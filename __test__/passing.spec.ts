@@ -82,6 +82,25 @@ test.serial('a received TCP listener serves a real HTTP request', async (t) => {
   assertBaselines(t, r)
 })
 
+test.serial('a received TCP connection becomes a net.Socket that talks to the original client', async (t) => {
+  const r = await withPeer('send-connection', [], async (channel) => {
+    const message = await channel.recv()
+    t.is(message.data.toString(), 'parked')
+    const [connection] = message.fds
+    t.is(connection?.kind, 'tcp')
+    const socket = connection!.toSocket()
+    t.true(connection!.released, 'ownership went to the net.Socket')
+    const ping = await new Promise<string>((resolve) => socket.once('data', (d: Buffer) => resolve(d.toString())))
+    t.is(ping, 'ping')
+    socket.end('pong')
+    const answer = await channel.recv()
+    t.is(answer.data.toString(), 'pong', 'the client in the other process got our reply')
+    socket.destroy()
+    await channel.send({ data: 'ack' })
+  })
+  assertBaselines(t, r)
+})
+
 for (const framing of ['raw', 'framed'] as const) {
   test.serial(`${limits.maxFdsPerMessage} descriptors in one ${framing} message`, async (t) => {
     const n = limits.maxFdsPerMessage

@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process'
 import { lookup } from 'node:dns/promises'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -8,6 +9,38 @@ import test from 'ava'
 import { socketPair, type Channel, type Message } from 'fdpass'
 
 import { fdCount, settledFdCount, threadCount } from './helpers'
+
+import type * as Native from '../binding'
+
+const INDEX = join(__dirname, '..', '..', 'index.js')
+// The binding under the facade, for the reactor's own contract. Loaded by path:
+// it is not part of the package's public exports.
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const native = require(join(__dirname, '..', '..', 'binding.js')) as typeof Native
+const delay = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
+
+/** Runs `code` in a fresh Node process with `channel`'s peer end as fd 3. */
+function childWithChannel(code: string): { channel: Channel; exited: Promise<{ code: number | null; stdout: string; exitedBefore: () => boolean }> } {
+  const [mine, theirs] = socketPair()
+  const child = spawn(process.execPath, ['-e', `const fdpass = require(${JSON.stringify(INDEX)});\n${code}`], {
+    stdio: ['ignore', 'pipe', 'inherit', theirs.fd],
+  })
+  theirs.close()
+  let stdout = ''
+  let done = false
+  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()))
+  const exited = new Promise<{ code: number | null; stdout: string; exitedBefore: () => boolean }>((resolve) => {
+    child.on('close', (code) => {
+      done = true
+      resolve({ code, stdout, exitedBefore: () => done })
+    })
+  })
+  // A process that fails to exit is killed after a generous grace, so the
+  // test fails on its assertion instead of hanging.
+  const guard = setTimeout(() => child.kill(), 20_000)
+  void exited.then(() => clearTimeout(guard))
+  return { channel: mine, exited }
+}
 
 async function pendingReceives(count: number): Promise<{ pairs: [Channel, Channel][]; receives: Promise<Message>[] }> {
   const pairs = Array.from({ length: count }, () => socketPair())
@@ -79,6 +112,69 @@ test.serial('a channel used in a worker is cleaned up when the worker ends', asy
   const [a, b] = socketPair()
   await a.send({ data: 'still fine' })
   t.is((await b.recv()).data.toString(), 'still fine')
+  a.close()
+  b.close()
+})
+
+test.serial('a pending receive keeps its process alive until the message comes', async (t) => {
+  const { channel, exited } = childWithChannel(`
+    const channel = fdpass.Channel.fromFd(3)
+    channel.recv().then((m) => { console.log(m.data.toString()); channel.close() })`)
+  // Nothing but the pending receive holds the child's loop open. Give a child
+  // that wrongly exits time to do so before the message goes out.
+  await delay(300)
+  await channel.send({ data: 'worth the wait' })
+  const result = await exited
+  channel.close()
+  t.is(result.code, 0)
+  t.is(result.stdout.trim(), 'worth the wait')
+})
+
+test.serial('an aborted receive, its watch stopped, lets the process exit', async (t) => {
+  const { channel, exited } = childWithChannel(`
+    const channel = fdpass.Channel.fromFd(3)
+    const abort = new AbortController()
+    channel.recv({ signal: abort.signal }).catch((e) => console.log(e.code))
+    setTimeout(() => abort.abort(), 50)`)
+  const result = await exited
+  channel.close()
+  t.is(result.code, 0, 'exited by itself, not killed')
+  t.is(result.stdout.trim(), 'ABORT_ERR')
+})
+
+test.serial('a watch wakes once per arming, never while the socket is idle', async (t) => {
+  const wakes: number[] = []
+  const reactor = new native.Reactor((wake: number) => wakes.push(wake))
+  const registry = new native.FdRegistry()
+  const [a, b] = native.socketPair('stream' as Native.SocketType, 'framed' as Native.ChannelMode)
+  const until = async (count: number): Promise<void> => {
+    while (wakes.length < count) await new Promise((r) => setImmediate(r))
+  }
+  const READABLE = 1
+  const token = 7
+  b.watch(reactor, token, READABLE)
+  // Many loop turns with nothing to read: a spinning reactor would wake here.
+  for (let i = 0; i < 100; i++) await new Promise((r) => setImmediate(r))
+  await delay(50)
+  t.deepEqual(wakes, [], 'no wake while idle')
+
+  t.true(a.send(Buffer.from('one'), new Int32Array(0)))
+  await until(1)
+  t.deepEqual(wakes, [token * 4 + READABLE])
+  // Answered by stopping, the message still unread: no further wake.
+  b.watch(reactor, token, 0)
+  await delay(50)
+  t.is(wakes.length, 1, 'one wake per arming, though the socket stays readable')
+
+  // Armed again while readable: wakes at once; drained and re-armed: silent.
+  b.watch(reactor, token, READABLE)
+  await until(2)
+  t.is(b.tryRecv(registry, 0, 1024)?.data.toString(), 'one')
+  t.is(b.tryRecv(registry, 0, 1024), null)
+  b.watch(reactor, token, READABLE)
+  await delay(50)
+  t.is(wakes.length, 2, 'drained and re-armed: no wake until data comes')
+  b.watch(reactor, token, 0)
   a.close()
   b.close()
 })

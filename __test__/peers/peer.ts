@@ -47,6 +47,29 @@ const roles: Record<string, (socket: string, args: string[]) => Promise<void>> =
     channel.close()
   },
 
+  /**
+   * Parks a live TCP connection: sends the accepted end and keeps only the
+   * client end, then checks the receiver answers "ping" with "pong" on it.
+   */
+  async 'send-connection'(socket) {
+    const channel = await connect(socket)
+    const server = net.createServer()
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    const accepted = new Promise<net.Socket>((resolve) => server.once('connection', resolve))
+    const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1')
+    const serverSide = await accepted
+    server.close()
+    serverSide.pause()
+    await channel.send({ data: 'parked', fds: [serverSide], move: true })
+    const reply = new Promise<string>((resolve) => client.once('data', (d: Buffer) => resolve(d.toString())))
+    client.write('ping')
+    const answer = await reply
+    client.destroy()
+    await channel.send({ data: answer })
+    await awaitAck(channel)
+    channel.close()
+  },
+
   /** Sends N descriptors of /dev/null in one message. */
   async 'send-n'(socket, [count, framing]) {
     const channel = await connect({ path: socket, framing: framing === 'raw' ? 'raw' : 'framed' })

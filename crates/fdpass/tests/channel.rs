@@ -347,6 +347,78 @@ fn framed_messages_keep_boundaries_and_fds_on_every_socket_type() {
     assert_eq!(open_fds(), before);
 }
 
+/// Interrupts `thread` with SIGUSR1 until `done`; with a handler installed,
+/// each signal makes a blocked poll(2) return EINTR. True if any was caught.
+fn interrupt_until(
+    thread: nix::sys::pthread::Pthread,
+    done: &std::sync::atomic::AtomicBool,
+) -> bool {
+    use std::sync::atomic::Ordering;
+    let caught = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let id = signal_hook::flag::register(signal_hook::consts::SIGUSR1, caught.clone()).unwrap();
+    while !done.load(Ordering::Acquire) {
+        nix::sys::pthread::pthread_kill(thread, nix::sys::signal::Signal::SIGUSR1).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    signal_hook::low_level::unregister(id);
+    caught.load(Ordering::Acquire)
+}
+
+#[test]
+fn blocking_receive_and_send_retry_after_signals_interrupt_the_wait() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{mpsc, Arc};
+    let _g = serial();
+    let before = open_fds();
+    let (mut a, mut b) = pair(SocketType::Stream, Mode::Framed);
+
+    // A receive blocked in poll(2) is interrupted again and again, then gets its message.
+    let (tid_tx, tid_rx) = mpsc::channel();
+    let done = Arc::new(AtomicBool::new(false));
+    let receiver_done = Arc::clone(&done);
+    let receiver = std::thread::spawn(move || {
+        tid_tx.send(nix::sys::pthread::pthread_self()).unwrap();
+        let got = b.recv_blocking(RecvOptions::default());
+        receiver_done.store(true, Ordering::Release);
+        (got.map(|m| m.data), b)
+    });
+    let thread = tid_rx.recv().unwrap();
+    let sender = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        a.send_blocking(b"after the signals", &fdpass::NO_FDS)
+            .unwrap();
+        a
+    });
+    let caught = interrupt_until(thread, &done);
+    let (got, mut b) = receiver.join().unwrap();
+    let mut a = sender.join().unwrap();
+    assert_eq!(got.unwrap(), b"after the signals");
+    assert!(caught, "signals reached the waiting thread");
+
+    // A send blocked on a full socket is interrupted too, then completes.
+    let big = vec![1u8; 4 * 1024 * 1024];
+    let (tid_tx, tid_rx) = mpsc::channel();
+    let done = Arc::new(AtomicBool::new(false));
+    let sender_done = Arc::clone(&done);
+    let sender = std::thread::spawn(move || {
+        tid_tx.send(nix::sys::pthread::pthread_self()).unwrap();
+        let sent = a.send_blocking(&big, &fdpass::NO_FDS);
+        sender_done.store(true, Ordering::Release);
+        sent
+    });
+    let thread = tid_rx.recv().unwrap();
+    let reader = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        b.recv_blocking(RecvOptions::default())
+            .map(|m| m.data.len())
+    });
+    let caught = interrupt_until(thread, &done);
+    sender.join().unwrap().unwrap();
+    assert_eq!(reader.join().unwrap().unwrap(), 4 * 1024 * 1024);
+    assert!(caught, "signals reached the sending thread");
+    assert_eq!(open_fds(), before);
+}
+
 #[test]
 fn partial_writes_resend_the_rest_without_control_data() {
     let _g = serial();

@@ -117,7 +117,7 @@ export declare class ReceivedFd implements Disposable {
 }
 /**
  * A connected Unix socket that carries messages with descriptors. Emits
- * `'close'` once closed.
+ * `'end'` when a receive finds the peer has closed, and `'close'` once closed.
  */
 export declare class Channel extends EventEmitter implements AsyncIterable<Message>, Disposable {
     #private;
@@ -157,7 +157,10 @@ export declare class Channel extends EventEmitter implements AsyncIterable<Messa
 }
 /** A connected pair of channels (socketpair(2)), for example to hand one end to a child. */
 export declare function socketPair(options?: SocketPairOptions): [Channel, Channel];
-/** Connects to a listening fdpass (or any Unix) socket. */
+/**
+ * Connects to a listening fdpass (or any Unix) socket. Argument errors throw
+ * synchronously; system errors reject.
+ */
 export declare function connect(target: string | ConnectOptions): Promise<Channel>;
 /**
  * A listening Unix socket. Accepted connections arrive as `'connection'`
@@ -169,6 +172,8 @@ export declare class Server extends EventEmitter implements AsyncIterable<Channe
     readonly path: string;
     readonly abstract: boolean;
     readonly framing: Framing;
+    /** The listening socket's descriptor number, or -1 once closed. */
+    get fd(): number;
     get closed(): boolean;
     /** The next connection; resolves `done` once the server is closed. */
     [Symbol.asyncIterator](): AsyncIterator<Channel, undefined>;

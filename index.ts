@@ -417,7 +417,7 @@ class Watch {
 
 /**
  * A connected Unix socket that carries messages with descriptors. Emits
- * `'close'` once closed.
+ * `'end'` when a receive finds the peer has closed, and `'close'` once closed.
  */
 export class Channel extends EventEmitter implements AsyncIterable<Message>, Disposable {
   #native: native.NativeChannel | null
@@ -426,6 +426,7 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
   #receives: PendingRecv[] = []
   #sends: PendingSend[] = []
   readonly #watch: Watch
+  #ended = false
 
   /** @internal Use {@link connect}, {@link listen}, {@link socketPair} or {@link Channel.fromFd}. */
   constructor(handle: native.NativeChannel, framing: Framing) {
@@ -504,7 +505,8 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
         })
     if (opts.move !== true) return done
     return done.then(async () => {
-      for (const holder of holders) await release(holder)
+      // The same holder listed twice is given up once.
+      for (const holder of new Set(holders)) await release(holder)
     })
   }
 
@@ -608,6 +610,10 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
       } catch (err) {
         this.#receives.shift()
         this.#settleReceive(pending, err)
+        if ((err as FdpassError).code === 'ERR_FDPASS_CLOSED' && !this.#ended) {
+          this.#ended = true
+          process.nextTick(() => this.emit('end'))
+        }
         continue
       }
       if (raw === null) return
@@ -668,14 +674,26 @@ function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms))
 }
 
-/** Connects to a listening fdpass (or any Unix) socket. */
-export async function connect(target: string | ConnectOptions): Promise<Channel> {
+/**
+ * Connects to a listening fdpass (or any Unix) socket. Argument errors throw
+ * synchronously; system errors reject.
+ */
+export function connect(target: string | ConnectOptions): Promise<Channel> {
   const opts = addressOptions<ConnectOptions>('target', target)
   const type = normaliseType('type', opts.type, false)
   const framing = normaliseFraming(opts.framing)
   const signal = validateSignal('target.signal', opts.signal)
-  if (signal?.aborted) throw abortError(signal)
-  const handle = native.connect(opts.path, opts.abstract === true, type as native.SocketType, framing as native.ChannelMode)
+  if (signal?.aborted) return Promise.reject(abortError(signal))
+  let handle: native.NativeChannel
+  try {
+    handle = native.connect(opts.path, opts.abstract === true, type as native.SocketType, framing as native.ChannelMode)
+  } catch (err) {
+    return Promise.reject(err)
+  }
+  return completeConnect(handle, framing, signal)
+}
+
+async function completeConnect(handle: native.NativeChannel, framing: Framing, signal: AbortSignal | undefined): Promise<Channel> {
   // Unix connects complete at once unless the listener's backlog is full; then
   // Linux says EAGAIN and only a new connect call tells, so retry with backoff.
   let backoff = 1
@@ -719,6 +737,11 @@ export class Server extends EventEmitter implements AsyncIterable<Channel>, Disp
     this.on('newListener', (event: string) => {
       if (event === 'connection') process.nextTick(() => this.#accept())
     })
+  }
+
+  /** The listening socket's descriptor number, or -1 once closed. */
+  get fd(): number {
+    return this.#native?.fd ?? -1
   }
 
   get closed(): boolean {
@@ -805,6 +828,9 @@ export function listen(target: string | ListenOptions, connectionListener?: (cha
   const type = normaliseType('type', opts.type, false)
   const framing = normaliseFraming(opts.framing)
   const fileMode = opts.mode === undefined ? undefined : validateInteger('target.mode', opts.mode, 0, 0o7777)
+  if (fileMode !== undefined && opts.abstract === true) {
+    throw makeError(TypeError, 'ERR_INVALID_ARG_VALUE', 'The "target.mode" option applies to filesystem sockets; abstract names have no permissions')
+  }
   const backlog = opts.backlog === undefined ? 511 : validateInteger('target.backlog', opts.backlog, 0, 0x7fffffff)
   const handle = native.listen(opts.path, opts.abstract === true, type as native.SocketType, fileMode, backlog, framing as native.ChannelMode)
   const server = new Server(handle, opts.path, opts.abstract === true, framing)

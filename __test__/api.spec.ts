@@ -205,3 +205,49 @@ test.serial('close rejects pending receives with ERR_FDPASS_CLOSED', async (t) =
   await t.throwsAsync(a.send({ data: 'x' }), { code: 'ERR_FDPASS_CLOSED' })
   b.close()
 })
+
+test.serial("the peer closing rejects receives with ERR_FDPASS_CLOSED and emits 'end' once", async (t) => {
+  const before = fdCount()
+  const [a, b] = socketPair()
+  let ends = 0
+  a.on('end', () => (ends += 1))
+  const first = a.recv()
+  const second = a.recv()
+  b.close()
+  await t.throwsAsync(first, { code: 'ERR_FDPASS_CLOSED' })
+  await t.throwsAsync(second, { code: 'ERR_FDPASS_CLOSED' })
+  await new Promise((r) => setImmediate(r))
+  t.is(ends, 1)
+  t.false(a.closed, 'the channel stays open until closed')
+  a.close()
+  t.is(await settledFdCount(before), before)
+})
+
+test.serial('argument errors of connect and listen throw synchronously', (t) => {
+  t.throws(() => connect({ path: '' }), { code: 'ERR_INVALID_ARG_TYPE' })
+  t.throws(() => connect({ path: socketPath('x'), type: 'dgram' as 'stream' }), { code: 'ERR_INVALID_ARG_VALUE' })
+  t.throws(() => listen({ path: 'fdpass-abstract-mode', abstract: true, mode: 0o600 }), { code: 'ERR_INVALID_ARG_VALUE' })
+})
+
+test.serial('Channel.fromFd refuses what is not a connected Unix socket, and leaves it open', async (t) => {
+  // libuv keeps a spare descriptor from a process's first TCP listen on; open it first.
+  const warm = net.createServer().listen(0, '127.0.0.1')
+  await new Promise((resolve) => warm.once('listening', resolve))
+  await new Promise((resolve) => warm.close(resolve))
+  const before = fdCount()
+  const file = openSync(__filename, 'r')
+  t.throws(() => Channel.fromFd(file), { code: 'ENOTSOCK' })
+  t.notThrows(() => fstatSync(file), 'still open and still the caller’s')
+  closeSync(file)
+  const tcp = net.createServer()
+  await new Promise<void>((resolve) => tcp.listen(0, '127.0.0.1', resolve))
+  const tcpFd = (tcp as unknown as { _handle: { fd: number } })._handle.fd
+  t.throws(() => Channel.fromFd(tcpFd), { code: 'ERR_FDPASS_UNSUPPORTED' })
+  t.notThrows(() => fstatSync(tcpFd))
+  await new Promise((resolve) => tcp.close(resolve))
+  const server = listen(socketPath('listening'))
+  t.throws(() => Channel.fromFd(server.fd), { code: 'ERR_INVALID_ARG_VALUE' })
+  t.false(server.closed)
+  server.close()
+  t.is(await settledFdCount(before), before)
+})

@@ -175,29 +175,90 @@ impl Channel {
     pub fn send<F: AsRawFd>(&mut self, data: &[u8], fds: &[F]) -> Result<SendStatus> {
         let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
         let chunks = self.plan(data, &raw)?;
+        let queued_before = self.outbox.len();
         let mut status = SendStatus::Sent;
+        let mut on_wire = false;
         let last = chunks.len() - 1;
         for (i, (bytes, fd_range)) in chunks.into_iter().enumerate() {
-            let chunk_fds = &raw[fd_range];
-            if status == SendStatus::Queued || !self.outbox.is_empty() {
-                self.queue(bytes, 0, chunk_fds, i == last)?;
-                status = SendStatus::Queued;
-                continue;
-            }
-            match sys::send_with_fds(self.sock.as_fd(), self.kind, &bytes, chunk_fds)? {
-                Sent::Bytes(n) if n == bytes.len() => {}
-                Sent::Bytes(n) => {
-                    // The descriptors went with the first n bytes; the rest goes without.
-                    self.queue(bytes, n, &[], i == last)?;
-                    status = SendStatus::Queued;
-                }
-                Sent::WouldBlock => {
-                    self.queue(bytes, 0, chunk_fds, i == last)?;
-                    status = SendStatus::Queued;
+            let step = self.send_chunk(bytes, &raw[fd_range], i == last, status, &mut on_wire);
+            match step {
+                Ok(s) => status = s,
+                Err(e) => {
+                    self.abandon(queued_before, on_wire)?;
+                    return Err(e);
                 }
             }
         }
         Ok(status)
+    }
+
+    /// Writes one chunk, or queues it behind what already waits or would block.
+    fn send_chunk(
+        &mut self,
+        bytes: Vec<u8>,
+        fds: &[RawFd],
+        ends_message: bool,
+        status: SendStatus,
+        on_wire: &mut bool,
+    ) -> Result<SendStatus> {
+        if status == SendStatus::Queued || !self.outbox.is_empty() {
+            self.queue(bytes, 0, fds, ends_message)?;
+            return Ok(SendStatus::Queued);
+        }
+        match sys::send_with_fds(self.sock.as_fd(), self.kind, &bytes, fds)? {
+            Sent::Bytes(n) if n == bytes.len() => {
+                *on_wire = true;
+                Ok(SendStatus::Sent)
+            }
+            Sent::Bytes(n) => {
+                *on_wire = true;
+                // The descriptors went with the first n bytes; the rest goes without.
+                self.queue(bytes, n, &[], ends_message)?;
+                Ok(SendStatus::Queued)
+            }
+            Sent::WouldBlock => {
+                self.queue(bytes, 0, fds, ends_message)?;
+                Ok(SendStatus::Queued)
+            }
+        }
+    }
+
+    /// Undoes a message whose later chunk failed (the kernel refused its
+    /// descriptors, or duplicating them for the queue failed), so a failed
+    /// send delivers nothing: its chunks still queued are dropped with their
+    /// descriptor copies, and if part of it already went out, an abort frame
+    /// follows it so the peer discards what it has. An error here means even
+    /// that could not be written, and the channel is closed for sending.
+    fn abandon(&mut self, queued_before: usize, on_wire: bool) -> Result<()> {
+        // A queued chunk whose first bytes went out is finished first, so the
+        // stream stays in step; nothing after it was written.
+        let started = self
+            .outbox
+            .iter()
+            .skip(queued_before)
+            .take_while(|p| p.at > 0)
+            .count();
+        self.outbox.truncate(queued_before + started);
+        if !on_wire {
+            return Ok(());
+        }
+        let abort = frame::Header::abort_frame().to_vec();
+        if self.outbox.is_empty() {
+            match sys::send_with_fds(self.sock.as_fd(), self.kind, &abort, &[] as &[RawFd]) {
+                Ok(Sent::Bytes(n)) if n == abort.len() => return Ok(()),
+                Ok(Sent::Bytes(n)) => return self.queue(abort, n, &[], false),
+                Ok(Sent::WouldBlock) => {}
+                Err(e) => {
+                    // Half a message is on the wire and nothing can follow it.
+                    let _ = nix::sys::socket::shutdown(
+                        self.sock.as_raw_fd(),
+                        nix::sys::socket::Shutdown::Write,
+                    );
+                    return Err(e);
+                }
+            }
+        }
+        self.queue(abort, 0, &[], false)
     }
 
     /// Checks the message against the limits and splits it into the chunks

@@ -98,57 +98,18 @@ impl Error {
 }
 
 fn errno_name(e: Errno) -> &'static str {
-    // Errno's Debug form is the C name ("EBADF"); leak-free because the set is finite.
-    macro_rules! names {
-        ($($n:ident),*) => {
-            match e { $(Errno::$n => stringify!($n),)* _ => "EUNKNOWN" }
-        };
-    }
-    names!(
-        EPERM,
-        ENOENT,
-        EINTR,
-        EIO,
-        EBADF,
-        EAGAIN,
-        ENOMEM,
-        EACCES,
-        EFAULT,
-        EBUSY,
-        EEXIST,
-        ENOTDIR,
-        EISDIR,
-        EINVAL,
-        ENFILE,
-        EMFILE,
-        ENOSPC,
-        EPIPE,
-        ENAMETOOLONG,
-        ENOSYS,
-        ENOTSOCK,
-        EMSGSIZE,
-        EPROTOTYPE,
-        EPROTONOSUPPORT,
-        EOPNOTSUPP,
-        EAFNOSUPPORT,
-        EADDRINUSE,
-        EADDRNOTAVAIL,
-        ENETDOWN,
-        ECONNABORTED,
-        ECONNRESET,
-        ENOBUFS,
-        EISCONN,
-        ENOTCONN,
-        ETOOMANYREFS,
-        ETIMEDOUT,
-        ECONNREFUSED,
-        ELOOP,
-        EROFS,
-        EDESTADDRREQ,
-        EINPROGRESS,
-        EALREADY,
-        ESOCKTNOSUPPORT
-    )
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    // Errno's Debug form is the C name ("EBADF"). Each is leaked once: the set
+    // of errno values is small and fixed.
+    static NAMES: OnceLock<Mutex<HashMap<i32, &'static str>>> = OnceLock::new();
+    let mut names = NAMES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    names
+        .entry(e as i32)
+        .or_insert_with(|| Box::leak(format!("{e:?}").into_boxed_str()))
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

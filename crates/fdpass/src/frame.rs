@@ -3,7 +3,9 @@
 //!
 //! A message is one or more frames. Each frame is a 12-byte header and a
 //! payload; a frame's descriptors ride on the `sendmsg` that carries the
-//! header's first byte. All but the last frame of a message set `MORE`.
+//! header's first byte. All but the last frame of a message set `MORE`. A
+//! sender that cannot finish a message it started sends an `ABORT` frame, and
+//! the receiver discards that message whole.
 
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
@@ -15,6 +17,9 @@ pub const VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 12;
 /// Flag bit: more frames of the same message follow.
 pub const FLAG_MORE: u8 = 0x01;
+/// Flag bit: the sender abandons the message in progress (no payload, no
+/// descriptors, no `MORE`); the receiver discards it and closes its descriptors.
+pub const FLAG_ABORT: u8 = 0x02;
 /// Payload bytes per frame on datagram and seqpacket sockets: under Linux's
 /// default socket buffer, and small enough that records are never split.
 pub const DATAGRAM_FRAME_PAYLOAD: usize = if cfg!(any(target_os = "linux", target_os = "android")) {
@@ -26,6 +31,7 @@ pub const DATAGRAM_FRAME_PAYLOAD: usize = if cfg!(any(target_os = "linux", targe
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
     pub more: bool,
+    pub abort: bool,
     pub fds: u16,
     pub payload_len: u32,
 }
@@ -35,7 +41,7 @@ impl Header {
         let mut h = [0u8; HEADER_LEN];
         h[0..2].copy_from_slice(&MAGIC);
         h[2] = VERSION;
-        h[3] = if self.more { FLAG_MORE } else { 0 };
+        h[3] = if self.more { FLAG_MORE } else { 0 } | if self.abort { FLAG_ABORT } else { 0 };
         h[4..6].copy_from_slice(&self.fds.to_le_bytes());
         // bytes 6..8 reserved, zero
         h[8..12].copy_from_slice(&self.payload_len.to_le_bytes());
@@ -57,14 +63,32 @@ impl Header {
                 b[2]
             )));
         }
-        if b[3] & !FLAG_MORE != 0 || b[6] != 0 || b[7] != 0 {
+        if b[3] & !(FLAG_MORE | FLAG_ABORT) != 0 || b[6] != 0 || b[7] != 0 {
             return Err(Error::Protocol("reserved header bits are set".into()));
         }
-        Ok(Header {
+        let header = Header {
             more: b[3] & FLAG_MORE != 0,
+            abort: b[3] & FLAG_ABORT != 0,
             fds: u16::from_le_bytes([b[4], b[5]]),
             payload_len: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
-        })
+        };
+        if header.abort && (header.more || header.fds != 0 || header.payload_len != 0) {
+            return Err(Error::Protocol(
+                "an abort frame carries no payload, no descriptors and no MORE flag".into(),
+            ));
+        }
+        Ok(header)
+    }
+
+    /// The frame a sender writes to abandon the message it started.
+    pub fn abort_frame() -> [u8; HEADER_LEN] {
+        Header {
+            more: false,
+            abort: true,
+            fds: 0,
+            payload_len: 0,
+        }
+        .encode()
     }
 }
 
@@ -97,6 +121,7 @@ pub fn encode(
         let len = (data.len() - data_at).min(payload_per_frame);
         let header = Header {
             more: i + 1 < frames,
+            abort: false,
             fds: nfds as u16,
             payload_len: len as u32,
         };
@@ -140,9 +165,24 @@ struct Partial {
 }
 
 impl Partial {
-    fn add(&mut self, payload: &[u8], fds: Vec<OwnedFd>, limits: Limits) {
-        self.fds_seen += fds.len();
-        self.bytes_seen += payload.len();
+    /// Counts a frame by its header, before its payload is buffered: a message
+    /// over a limit is rejected at once and its payload never stored.
+    fn admit(&mut self, header: &Header, limits: Limits) {
+        self.fds_seen += header.fds as usize;
+        self.bytes_seen += header.payload_len as usize;
+        self.check(limits);
+    }
+
+    /// Adds a frame whose header `admit` already counted.
+    fn append(&mut self, payload: &[u8], fds: Vec<OwnedFd>) {
+        if self.rejected.is_some() {
+            return; // `fds` drops here: closed
+        }
+        self.msg.data.extend_from_slice(payload);
+        self.msg.fds.extend(fds);
+    }
+
+    fn check(&mut self, limits: Limits) {
         if self.rejected.is_none() {
             if self.fds_seen > limits.max_fds {
                 self.rejected = Some(Error::TooManyFds {
@@ -158,11 +198,8 @@ impl Partial {
             }
         }
         if self.rejected.is_some() {
-            self.msg = Message::default();
-            return; // `fds` drops here: closed
+            self.msg = Message::default(); // closes what it held
         }
-        self.msg.data.extend_from_slice(payload);
-        self.msg.fds.extend(fds);
     }
 
     fn finish(mut self) -> Result<Message> {
@@ -200,6 +237,8 @@ pub struct StreamReassembler {
     at: usize,
     fds: VecDeque<OwnedFd>,
     header: Option<Header>,
+    /// Payload bytes of the current frame still to discard (rejected message).
+    skip: usize,
     partial: Option<Partial>,
 }
 
@@ -238,7 +277,9 @@ impl StreamReassembler {
 
     /// The next complete message, if the buffer holds one. `Some(Err)` is a
     /// message dropped for breaking `limits` (recoverable) or a protocol
-    /// violation (the stream is out of step).
+    /// violation (the stream is out of step). A message over `limits` is
+    /// known from its frame headers and discarded as it arrives, so a peer
+    /// announcing a huge payload never makes this side buffer it.
     pub fn next(&mut self, limits: Limits) -> Option<Result<Message>> {
         loop {
             let header = match self.header {
@@ -259,19 +300,41 @@ impl StreamReassembler {
                         ))));
                     }
                     self.at += HEADER_LEN;
+                    if h.abort {
+                        // The sender gave up on the message in progress: drop it whole.
+                        self.partial = None;
+                        continue;
+                    }
+                    let partial = self.partial.get_or_insert_with(Partial::default);
+                    partial.admit(&h, limits);
+                    if partial.rejected.is_some() {
+                        self.skip = h.payload_len as usize;
+                    }
                     self.header = Some(h);
                     h
                 }
             };
-            let len = header.payload_len as usize;
-            if self.buf.len() - self.at < len {
-                return None;
+            if self.skip > 0 || self.partial.as_ref().is_some_and(|p| p.rejected.is_some()) {
+                let discard = self.skip.min(self.buf.len() - self.at);
+                self.at += discard;
+                self.skip -= discard;
+                if self.skip > 0 {
+                    return None;
+                }
+                // Closed here: the message they belong to was rejected.
+                self.fds.drain(..header.fds as usize);
+            } else {
+                let len = header.payload_len as usize;
+                if self.buf.len() - self.at < len {
+                    return None;
+                }
+                let fds: Vec<OwnedFd> = self.fds.drain(..header.fds as usize).collect();
+                let payload = &self.buf[self.at..self.at + len];
+                if let Some(partial) = self.partial.as_mut() {
+                    partial.append(payload, fds);
+                }
+                self.at += len;
             }
-            let payload = &self.buf[self.at..self.at + len];
-            let fds: Vec<OwnedFd> = self.fds.drain(..header.fds as usize).collect();
-            let partial = self.partial.get_or_insert_with(Partial::default);
-            partial.add(payload, fds, limits);
-            self.at += len;
             self.header = None;
             if !header.more {
                 let done = self.partial.take().unwrap_or_default();
@@ -331,6 +394,10 @@ impl RecordReassembler {
                 return Some(Err(e));
             }
         };
+        if header.abort {
+            self.partial = None;
+            return None;
+        }
         let payload = &record[HEADER_LEN..];
         if payload.len() != header.payload_len as usize || fds.len() != header.fds as usize {
             self.partial = None;
@@ -343,7 +410,8 @@ impl RecordReassembler {
             ))));
         }
         let partial = self.partial.get_or_insert_with(Partial::default);
-        partial.add(payload, fds, limits);
+        partial.admit(&header, limits);
+        partial.append(payload, fds);
         if header.more {
             return None;
         }
@@ -374,6 +442,7 @@ mod tests {
     fn header_round_trips() {
         let h = Header {
             more: true,
+            abort: false,
             fds: 253,
             payload_len: 0xdead_beef,
         };
@@ -384,6 +453,7 @@ mod tests {
     fn header_rejects_foreign_bytes() {
         let mut b = Header {
             more: false,
+            abort: false,
             fds: 0,
             payload_len: 1,
         }
@@ -495,5 +565,79 @@ mod tests {
             Err(Error::MessageTooLarge { size: 6, limit: 3 })
         ));
         assert!(!r.mid_message());
+    }
+
+    /// Feeds `wire` to a stream reassembler in `chunk`-byte reads; returns what
+    /// came out and the largest buffer it held.
+    fn feed_stream(wire: &[u8], chunk: usize, limits: Limits) -> (Vec<Result<Vec<u8>>>, usize) {
+        let mut r = StreamReassembler::default();
+        let mut out = Vec::new();
+        let mut most = 0;
+        for piece in wire.chunks(chunk) {
+            r.read_buffer(piece.len()).copy_from_slice(piece);
+            r.filled(piece.len(), piece.len(), Vec::new());
+            most = most.max(r.buf.len() - r.at);
+            while let Some(m) = r.next(limits) {
+                out.push(m.map(|m| m.data));
+            }
+        }
+        assert!(!r.mid_message());
+        (out, most)
+    }
+
+    #[test]
+    fn an_abort_frame_discards_the_message_in_progress() {
+        let frames = encode(b"abandoned", 0, 253, Some(3));
+        let mut wire = Vec::new();
+        wire.extend(&frames[0].bytes);
+        wire.extend(&frames[1].bytes);
+        wire.extend(Header::abort_frame());
+        for f in encode(b"next", 0, 253, None) {
+            wire.extend(f.bytes);
+        }
+        let (got, _) = feed_stream(&wire, 5, NO_LIMITS);
+        assert_eq!(
+            got.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
+            vec![b"next".to_vec()]
+        );
+
+        let mut r = RecordReassembler::default();
+        assert!(r.push(&frames[0].bytes, Vec::new(), NO_LIMITS).is_none());
+        assert!(r
+            .push(&Header::abort_frame(), Vec::new(), NO_LIMITS)
+            .is_none());
+        assert!(!r.mid_message());
+    }
+
+    #[test]
+    fn an_abort_frame_with_content_is_a_violation() {
+        let mut b = Header::abort_frame();
+        b[8] = 1;
+        assert!(matches!(Header::decode(&b), Err(Error::Protocol(_))));
+    }
+
+    #[test]
+    fn a_stream_message_over_max_bytes_is_discarded_as_it_arrives() {
+        let big = vec![7u8; 1 << 20];
+        let mut wire = Vec::new();
+        for f in encode(&big, 0, 253, None)
+            .into_iter()
+            .chain(encode(b"small", 0, 253, None))
+        {
+            wire.extend(f.bytes);
+        }
+        let limits = Limits {
+            max_fds: usize::MAX,
+            max_bytes: 1024,
+        };
+        let (got, most) = feed_stream(&wire, 4096, limits);
+        assert!(
+            matches!(got[0], Err(Error::MessageTooLarge { size, limit: 1024 }) if size == big.len())
+        );
+        assert_eq!(got[1].as_ref().unwrap(), b"small");
+        assert!(
+            most <= 2 * 4096,
+            "held {most} bytes of a rejected 1 MiB message"
+        );
     }
 }

@@ -66,6 +66,11 @@ impl Listener {
                 "datagram sockets do not listen; use socketPair or a connected datagram socket",
             ));
         }
+        if matches!(opts.address, Address::Abstract(_)) && opts.mode.is_some() {
+            return Err(Error::InvalidArgument(
+                "mode applies to filesystem sockets; abstract names have no permissions".into(),
+            ));
+        }
         let sock = sys::new_socket(opts.socket_type)?;
         let addr = opts.address.to_unix_addr()?;
         sys::bind(sock.as_fd(), &addr)?;
@@ -88,10 +93,6 @@ impl Listener {
                     });
                 }
             }
-        } else if opts.mode.is_some() {
-            return Err(Error::InvalidArgument(
-                "mode applies to filesystem sockets; abstract names have no permissions".into(),
-            ));
         }
         let listening = Listener {
             sock,

@@ -181,7 +181,22 @@ pub fn close_raw(fd: RawFd) -> Result<()> {
     Ok(())
 }
 
+/// The message type of a socket fdpass can carry messages on: a Unix socket
+/// that is stream, seqpacket or datagram, and not listening.
 pub fn socket_type_of(fd: BorrowedFd<'_>) -> Result<SocketType> {
+    match socket_kind(fd)? {
+        FdKind::UnixStream | FdKind::UnixDgram | FdKind::UnixSeqPacket => {}
+        FdKind::UnixStreamListener => {
+            return Err(Error::InvalidArgument(
+                "the descriptor is a listening socket; accept connections with a Server".into(),
+            ))
+        }
+        _ => {
+            return Err(Error::Unsupported(
+                "the descriptor is not a Unix domain socket; descriptors travel only over AF_UNIX",
+            ))
+        }
+    }
     match socket::getsockopt(&fd, sockopt::SockType).map_err(|e| Error::sys("getsockopt", e))? {
         SockType::Stream => Ok(SocketType::Stream),
         SockType::Datagram => Ok(SocketType::Datagram),

@@ -46,6 +46,7 @@ fn peer() {
         "die-mid-message" => {
             let header = fdpass::frame::Header {
                 more: false,
+                abort: false,
                 fds: 2,
                 payload_len: 100,
             }
@@ -416,6 +417,50 @@ fn blocking_receive_and_send_retry_after_signals_interrupt_the_wait() {
     sender.join().unwrap().unwrap();
     assert_eq!(reader.join().unwrap().unwrap(), 4 * 1024 * 1024);
     assert!(caught, "signals reached the sending thread");
+    assert_eq!(open_fds(), before);
+}
+
+#[test]
+fn a_send_that_fails_midway_delivers_nothing_and_the_channel_goes_on() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let _g = serial();
+    let before = open_fds();
+    let (mut a, mut b) = pair(SocketType::Stream, Mode::Framed);
+    let f = dev_null();
+    let fds: Vec<BorrowedFd<'_>> = vec![f.as_fd(); 2 * MAX_FDS_PER_SENDMSG];
+    // The first frame (all the payload and the first descriptors) is written
+    // in part; the second must wait in the queue, which needs duplicates of
+    // its descriptors: a descriptor limit just above what is open makes that fail.
+    let big = vec![3u8; 8 * 1024 * 1024];
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    setrlimit(Resource::RLIMIT_NOFILE, (open_fds() + 8) as u64, hard).unwrap();
+    let failed = a.send(&big, &fds);
+    setrlimit(Resource::RLIMIT_NOFILE, soft, hard).unwrap();
+    assert!(
+        matches!(
+            failed,
+            Err(Error::Sys {
+                errno: nix::errno::Errno::EMFILE,
+                ..
+            })
+        ),
+        "{failed:?}"
+    );
+    a.send(b"after", &[f.as_fd()]).unwrap();
+    let reader = std::thread::spawn(move || {
+        let m = b.recv_blocking(all_fds(2 * MAX_FDS_PER_SENDMSG)).unwrap();
+        (m.data, m.fds.len(), b)
+    });
+    while a.has_queued() {
+        sys::wait_ready(a.as_fd(), true).unwrap();
+        a.flush().unwrap();
+    }
+    // The peer discarded the half it had (closing its descriptors) and got
+    // the next message intact.
+    let (data, nfds, b) = reader.join().unwrap();
+    assert_eq!((data.len(), nfds), (5, 1), "not the next message whole");
+    assert_eq!(data, b"after");
+    drop((a, b, f));
     assert_eq!(open_fds(), before);
 }
 

@@ -117,6 +117,7 @@ test.serial('a channel used in a worker is cleaned up when the worker ends', asy
 })
 
 test.serial('a pending receive keeps its process alive until the message comes', async (t) => {
+  const before = fdCount()
   const { channel, exited } = childWithChannel(`
     const channel = fdpass.Channel.fromFd(3)
     channel.recv().then((m) => { console.log(m.data.toString()); channel.close() })`)
@@ -128,9 +129,11 @@ test.serial('a pending receive keeps its process alive until the message comes',
   channel.close()
   t.is(result.code, 0)
   t.is(result.stdout.trim(), 'worth the wait')
+  t.is(await settledFdCount(before), before)
 })
 
 test.serial('an aborted receive, its watch stopped, lets the process exit', async (t) => {
+  const before = fdCount()
   const { channel, exited } = childWithChannel(`
     const channel = fdpass.Channel.fromFd(3)
     const abort = new AbortController()
@@ -140,9 +143,11 @@ test.serial('an aborted receive, its watch stopped, lets the process exit', asyn
   channel.close()
   t.is(result.code, 0, 'exited by itself, not killed')
   t.is(result.stdout.trim(), 'ABORT_ERR')
+  t.is(await settledFdCount(before), before)
 })
 
 test.serial('a watch wakes once per arming, never while the socket is idle', async (t) => {
+  const before = fdCount()
   const wakes: number[] = []
   const reactor = new native.Reactor((wake: number) => wakes.push(wake))
   const registry = new native.FdRegistry()
@@ -177,4 +182,5 @@ test.serial('a watch wakes once per arming, never while the socket is idle', asy
   b.watch(reactor, token, 0)
   a.close()
   b.close()
+  t.is(await settledFdCount(before), before)
 })

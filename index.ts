@@ -347,20 +347,20 @@ function normaliseType(name: string, type: unknown, allowDgram: boolean): Socket
 const READABLE = 1
 const WRITABLE = 2
 
-/** What each armed watch runs when its socket is ready, by token. */
+/** What each armed watch runs when its socket is ready, by the arming's token. */
 const wakers = new Map<number, (ready: number) => void>()
 let lastToken = 0
 
 const reactor = new native.Reactor((tokenTimesFourPlusReady) => {
-  const token = Math.floor(tokenTimesFourPlusReady / 4)
-  const wake = wakers.get(token)
-  wakers.delete(token)
-  wake?.(tokenTimesFourPlusReady % 4)
+  // A wake for a token no longer armed (the watch was stopped after the
+  // native side sent it) finds nothing here and is dropped.
+  wakers.get(Math.floor(tokenTimesFourPlusReady / 4))?.(tokenTimesFourPlusReady % 4)
 })
 
-/** Tokens name watches in wakes; u32 on the native side. */
-function nextToken(): number {
-  lastToken = lastToken >= 0xffffffff ? 1 : lastToken + 1
+/** A token no armed watch holds (u32 on the native side). */
+function freeToken(): number {
+  do lastToken = lastToken >= 0xffffffff ? 1 : lastToken + 1
+  while (wakers.has(lastToken))
   return lastToken
 }
 
@@ -368,33 +368,44 @@ function nextToken(): number {
  * One socket's watch. `set(events)` asks for a single wake once the socket is
  * ready for them (0 stops asking). A wake must be answered by `set` in the
  * same turn: the native poll stays started until then, keeping the process
- * alive and (if the socket is still ready) the loop busy. The wakers map keeps
- * the owner alive while it waits, so a pending promise never loses its socket
- * to the garbage collector.
+ * alive and (if the socket is still ready) the loop busy. So after the wake's
+ * handler, `answer` (the owner's re-watch) always runs, even if the handler
+ * threw. The wakers map keeps the owner alive while it waits, so a pending
+ * promise never loses its socket to the garbage collector.
  */
 class Watch {
-  readonly #token = nextToken()
+  /** The current arming's token; 0 when not armed. */
+  #token = 0
   /** Events the native poll is armed for; -1 between a wake and its answer. */
   #events = 0
   readonly #arm: (reactor: native.Reactor, token: number, events: number) => void
   readonly #onReady: (ready: number) => void
+  readonly #answer: () => void
 
-  constructor(arm: (reactor: native.Reactor, token: number, events: number) => void, onReady: (ready: number) => void) {
+  constructor(arm: (reactor: native.Reactor, token: number, events: number) => void, onReady: (ready: number) => void, answer: () => void) {
     this.#arm = arm
     this.#onReady = onReady
+    this.#answer = answer
   }
 
   set(events: number): void {
     if (events === this.#events) return
-    this.#arm(reactor, this.#token, events)
+    if (events === 0) {
+      this.#arm(reactor, this.#token, 0)
+      this.forget()
+      return
+    }
+    const token = this.#token === 0 ? freeToken() : this.#token
+    this.#arm(reactor, token, events)
+    this.#token = token
     this.#events = events
-    if (events === 0) wakers.delete(this.#token)
-    else wakers.set(this.#token, this.#woken)
+    wakers.set(token, this.#woken)
   }
 
-  /** For an owner whose native handle closed (which dropped the poll). */
+  /** Drops the arming; alone, for an owner whose native handle closed (which dropped the poll). */
   forget(): void {
     wakers.delete(this.#token)
+    this.#token = 0
     this.#events = 0
   }
 
@@ -403,8 +414,9 @@ class Watch {
     try {
       this.#onReady(ready)
     } finally {
+      if (this.#events === -1) this.#answer()
       if (this.#events === -1) {
-        // Unanswered (the handler threw): stop, or the loop would spin on a ready socket.
+        // The answer failed too: stop, or the loop would spin on a ready socket.
         try {
           this.set(0)
         } catch {
@@ -439,8 +451,8 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
       (ready) => {
         if (ready & READABLE) this.#drainReceives()
         if (ready & WRITABLE) this.#flushSends()
-        this.#rewatch()
       },
+      () => this.#rewatch(),
     )
   }
 
@@ -495,6 +507,7 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
     try {
       sentNow = handle.send(data, numbers)
     } catch (err) {
+      this.#rewatch() // a failed send may have queued an abort frame to flush
       return Promise.reject(err)
     }
     const done = sentNow
@@ -584,7 +597,10 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
    */
   #rewatch(): void {
     if (this.#native === null) return
-    const events = (this.#receives.length > 0 ? READABLE : 0) | (this.#sends.length > 0 ? WRITABLE : 0)
+    // Queued bytes can outlive every pending send: the rest of a message whose
+    // send failed after it started, and the abort frame that follows it.
+    const writing = this.#sends.length > 0 || this.#native.hasQueued
+    const events = (this.#receives.length > 0 ? READABLE : 0) | (writing ? WRITABLE : 0)
     try {
       this.#watch.set(events)
     } catch (err) {
@@ -710,6 +726,10 @@ async function completeConnect(handle: native.NativeChannel, framing: Framing, s
   return new Channel(handle, framing)
 }
 
+/** Accept errors that a retry cannot fix until descriptors are freed. */
+const OUT_OF_DESCRIPTORS = new Set(['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM'])
+const ACCEPT_RETRY_MS = 100
+
 /**
  * A listening Unix socket. Accepted connections arrive as `'connection'`
  * events or by async iteration, and only while someone is listening for them
@@ -722,6 +742,8 @@ export class Server extends EventEmitter implements AsyncIterable<Channel>, Disp
   readonly framing: Framing
   #takers: { resolve: (c: IteratorResult<Channel, undefined>) => void; reject: (e: unknown) => void }[] = []
   readonly #watch: Watch
+  /** Set while accepting pauses after running out of descriptors. */
+  #retry: NodeJS.Timeout | undefined
 
   /** @internal Use {@link listen}. */
   constructor(handle: native.NativeListener, path: string, abstract: boolean, framing: Framing) {
@@ -733,9 +755,14 @@ export class Server extends EventEmitter implements AsyncIterable<Channel>, Disp
     this.#watch = new Watch(
       (reactor, token, events) => handle.watch(reactor, token, events),
       () => this.#accept(),
+      () => this.#rewatch(),
     )
     this.on('newListener', (event: string) => {
       if (event === 'connection') process.nextTick(() => this.#accept())
+    })
+    // Nobody left to take connections: stop watching, so the process may exit.
+    this.on('removeListener', (event: string) => {
+      if (event === 'connection') process.nextTick(() => this.#rewatch())
     })
   }
 
@@ -761,6 +788,15 @@ export class Server extends EventEmitter implements AsyncIterable<Channel>, Disp
         const taker = this.#takers.shift()
         if (taker) taker.reject(err)
         else this.emit('error', err)
+        if (OUT_OF_DESCRIPTORS.has((err as FdpassError).code ?? '')) {
+          // The connection stays in the backlog and would fail again at once:
+          // stop watching and try again later, as Node's own servers do.
+          this.#retry = setTimeout(() => {
+            this.#retry = undefined
+            this.#accept()
+          }, ACCEPT_RETRY_MS)
+          break
+        }
         continue
       }
       if (handle === null) break
@@ -776,7 +812,7 @@ export class Server extends EventEmitter implements AsyncIterable<Channel>, Disp
   #rewatch(): void {
     if (this.#native === null) return
     try {
-      this.#watch.set(this.#wanted() ? READABLE : 0)
+      this.#watch.set(this.#wanted() && this.#retry === undefined ? READABLE : 0)
     } catch (err) {
       const takers = this.#takers.splice(0)
       for (const taker of takers) taker.reject(err)
@@ -810,6 +846,7 @@ export class Server extends EventEmitter implements AsyncIterable<Channel>, Disp
     this.#native = null
     handle.close()
     this.#watch.forget()
+    clearTimeout(this.#retry)
     for (const taker of this.#takers.splice(0)) taker.resolve({ value: undefined, done: true })
     process.nextTick(() => this.emit('close'))
   }

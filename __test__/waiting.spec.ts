@@ -20,26 +20,31 @@ const native = require(join(__dirname, '..', '..', 'binding.js')) as typeof Nati
 const delay = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
 /** Runs `code` in a fresh Node process with `channel`'s peer end as fd 3. */
-function childWithChannel(code: string): { channel: Channel; exited: Promise<{ code: number | null; stdout: string; exitedBefore: () => boolean }> } {
+function childWithChannel(code: string): {
+  channel: Channel
+  ready: Promise<void>
+  exited: Promise<{ code: number | null; stdout: string }>
+} {
   const [mine, theirs] = socketPair()
   const child = spawn(process.execPath, ['-e', `const fdpass = require(${JSON.stringify(INDEX)});\n${code}`], {
     stdio: ['ignore', 'pipe', 'inherit', theirs.fd],
   })
   theirs.close()
   let stdout = ''
-  let done = false
-  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()))
-  const exited = new Promise<{ code: number | null; stdout: string; exitedBefore: () => boolean }>((resolve) => {
-    child.on('close', (code) => {
-      done = true
-      resolve({ code, stdout, exitedBefore: () => done })
-    })
+  let markReady: () => void = () => {}
+  const ready = new Promise<void>((resolve) => (markReady = resolve))
+  child.stdout!.on('data', (d: Buffer) => {
+    stdout += d.toString()
+    if (stdout.includes('ready\n')) markReady()
+  })
+  const exited = new Promise<{ code: number | null; stdout: string }>((resolve) => {
+    child.on('close', (code) => resolve({ code, stdout: stdout.replace('ready\n', '') }))
   })
   // A process that fails to exit is killed after a generous grace, so the
   // test fails on its assertion instead of hanging.
   const guard = setTimeout(() => child.kill(), 20_000)
   void exited.then(() => clearTimeout(guard))
-  return { channel: mine, exited }
+  return { channel: mine, ready, exited }
 }
 
 async function pendingReceives(count: number): Promise<{ pairs: [Channel, Channel][]; receives: Promise<Message>[] }> {
@@ -118,11 +123,13 @@ test.serial('a channel used in a worker is cleaned up when the worker ends', asy
 
 test.serial('a pending receive keeps its process alive until the message comes', async (t) => {
   const before = fdCount()
-  const { channel, exited } = childWithChannel(`
+  const { channel, ready, exited } = childWithChannel(`
     const channel = fdpass.Channel.fromFd(3)
-    channel.recv().then((m) => { console.log(m.data.toString()); channel.close() })`)
-  // Nothing but the pending receive holds the child's loop open. Give a child
-  // that wrongly exits time to do so before the message goes out.
+    channel.recv().then((m) => { console.log(m.data.toString()); channel.close() })
+    console.log('ready')`)
+  // Nothing but the pending receive holds the child's loop open. Once it
+  // waits, give a child that wrongly exits time to do so before the message goes out.
+  await Promise.race([ready, exited])
   await delay(300)
   await channel.send({ data: 'worth the wait' })
   const result = await exited

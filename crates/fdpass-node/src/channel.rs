@@ -9,6 +9,12 @@ use crate::reactor::{Reactor, WatchSlot};
 use crate::registry::FdRegistry;
 use crate::{closed_error, SocketType};
 
+/// Payloads up to this size are copied into memory V8 owns. Larger ones are
+/// handed over without a copy, as external memory that a finalizer frees;
+/// Node runs those finalizers only between turns of the loop, so a receiver
+/// that never has to wait would pile small messages up until it did.
+const COPY_LIMIT: usize = 64 * 1024;
+
 /// A connected socket carrying messages. Driven by the facade: non-blocking
 /// calls first, waits only after EAGAIN.
 #[napi]
@@ -92,7 +98,11 @@ impl NativeChannel {
         let mut obj = Object::new(env)?;
         let numbers: Vec<i32> = msg.fds.iter().map(|f| f.as_raw_fd()).collect();
         obj.set("fds", numbers)?;
-        obj.set("data", Buffer::from(msg.data))?;
+        if msg.data.len() <= COPY_LIMIT {
+            obj.set("data", BufferSlice::copy_from(env, &msg.data)?)?;
+        } else {
+            obj.set("data", Buffer::from(msg.data))?;
+        }
         // Owned by the registry (and the JS objects it backs) from here on.
         registry.hold(msg.fds.into_iter().map(|fd| fd.into_raw_fd()));
         Ok(Some(obj))

@@ -60,52 +60,46 @@ impl Reactor {
 /// always does, in the same turn): re-arming for the same events then costs no
 /// system call, where stopping on every wake would re-register the descriptor
 /// with epoll or kqueue twice per wait. Between the wake and the answer, a
-/// still-ready socket only makes the callback return early.
+/// still-ready socket only makes the callback return early. JavaScript names
+/// each arming with a token of its choice, which the wake carries back.
 pub struct Watch {
     poll: Poll,
-    /// Events the poll is started for; 0 when stopped.
-    started: u32,
     /// Set when armed, cleared by the wake it allows.
     owed: Rc<Cell<bool>>,
+    /// The token of the current arming, read by the callback.
+    token: Rc<Cell<u32>>,
 }
 
 impl Watch {
-    fn new(reactor: &Reactor, fd: BorrowedFd<'_>, token: u32) -> fdpass::Result<Watch> {
+    fn new(reactor: &Reactor, fd: BorrowedFd<'_>) -> fdpass::Result<Watch> {
         let owed = Rc::new(Cell::new(false));
-        let wake_owed = Rc::clone(&owed);
+        let token = Rc::new(Cell::new(0));
+        let (wake_owed, wake_token) = (Rc::clone(&owed), Rc::clone(&token));
         let relay = Rc::clone(&reactor.relay);
-        let wake_value = f64::from(token) * 4.0;
         let poll = Poll::new(reactor.event_loop, fd, move |ready| {
             if wake_owed.replace(false) {
+                let wake = f64::from(wake_token.get()) * 4.0 + f64::from(ready);
                 // Fails only once the environment is tearing down; nobody waits then.
-                let _ = relay.call(
-                    wake_value + f64::from(ready),
-                    ThreadsafeFunctionCallMode::NonBlocking,
-                );
+                let _ = relay.call(wake, ThreadsafeFunctionCallMode::NonBlocking);
             }
         })?;
-        Ok(Watch {
-            poll,
-            started: 0,
-            owed,
-        })
+        Ok(Watch { poll, owed, token })
     }
 
-    /// Arms the watch for `events` (READABLE | WRITABLE bits), or stops it
-    /// with 0. Every wake must be answered by one of the two.
-    fn set(&mut self, events: u32) -> fdpass::Result<()> {
-        if events != self.started {
-            if events == 0 {
-                self.poll.stop();
-            } else {
-                self.poll.start(events)?;
-            }
-            self.started = events;
+    /// Arms the watch for `events` (READABLE | WRITABLE bits) under `token`,
+    /// or stops it with 0. Every wake must be answered by one of the two.
+    fn set(&mut self, token: u32, events: u32) -> fdpass::Result<()> {
+        if events == 0 {
+            self.poll.stop();
+        } else {
+            self.poll.start(events)?;
         }
+        self.token.set(token);
         self.owed.set(events != 0);
         Ok(())
     }
 }
+
 /// The watch slot of a channel or listener, made on first use.
 #[derive(Default)]
 pub struct WatchSlot(Option<Watch>);
@@ -125,10 +119,10 @@ impl WatchSlot {
             if events == 0 {
                 return Ok(());
             }
-            self.0 = Some(Watch::new(reactor, fd, token).or_throw(env)?);
+            self.0 = Some(Watch::new(reactor, fd).or_throw(env)?);
         }
         match &mut self.0 {
-            Some(watch) => watch.set(events).or_throw(env),
+            Some(watch) => watch.set(token, events).or_throw(env),
             None => Ok(()),
         }
     }

@@ -65,7 +65,8 @@ pub struct Channel {
     outbox: VecDeque<Pending>,
     stream_in: StreamReassembler,
     record_in: RecordReassembler,
-    record_buf: Vec<u8>,
+    /// Receive buffer of raw mode and of records, reused across calls.
+    recv_buf: Vec<u8>,
     control: Vec<u64>,
     eof: bool,
     /// Set while a non-blocking connect is in progress.
@@ -102,7 +103,7 @@ impl Channel {
             outbox: VecDeque::new(),
             stream_in: StreamReassembler::default(),
             record_in: RecordReassembler::default(),
-            record_buf: Vec::new(),
+            recv_buf: Vec::new(),
             control: Vec::new(),
             eof: false,
             connecting: None,
@@ -395,8 +396,14 @@ impl Channel {
             return Err(Error::PeerClosed);
         }
         self.ensure_control(opts.max_fds);
-        let mut buf = vec![0u8; opts.max_bytes.max(1)];
-        let got = match sys::recv_with_fds(self.sock.as_fd(), &mut buf, &mut self.control)? {
+        // One buffer per channel, reused: a fresh one per call would zero
+        // maxBytes of memory on every try, and the message would keep all of it.
+        let wanted = opts.max_bytes.max(1);
+        if self.recv_buf.len() != wanted {
+            self.recv_buf = vec![0u8; wanted];
+        }
+        let buf = &mut self.recv_buf;
+        let got = match sys::recv_with_fds(self.sock.as_fd(), buf, &mut self.control)? {
             Recv::WouldBlock => return Ok(None),
             Recv::Got(g) => g,
         };
@@ -408,7 +415,7 @@ impl Channel {
         }
         if got.data_truncated {
             return Err(Error::MessageTruncated {
-                limit: buf.len(),
+                limit: wanted,
                 fds: got.fds.len(),
             });
         }
@@ -420,9 +427,8 @@ impl Channel {
                 what: "this receive accepts (maxFds); all were closed",
             });
         }
-        buf.truncate(got.bytes);
         Ok(Some(Message {
-            data: buf,
+            data: buf[..got.bytes].to_vec(),
             fds: got.fds,
         }))
     }
@@ -452,19 +458,15 @@ impl Channel {
             let got = sys::recv_with_fds(self.sock.as_fd(), buf, &mut self.control);
             let got = match got {
                 Ok(Recv::Got(g)) => g,
-                Ok(Recv::WouldBlock) => {
-                    self.stream_in.filled(STREAM_READ_CHUNK, 0, Vec::new());
-                    return Ok(None);
-                }
+                Ok(Recv::WouldBlock) => return Ok(None),
                 Err(e) => {
-                    self.stream_in.filled(STREAM_READ_CHUNK, 0, Vec::new());
                     self.stream_in.clear();
                     self.eof = true;
                     return Err(e);
                 }
             };
             let end = got.bytes == 0 && got.fds.is_empty();
-            self.stream_in.filled(STREAM_READ_CHUNK, got.bytes, got.fds);
+            self.stream_in.filled(got.bytes, got.fds);
             if end {
                 self.eof = true;
                 if self.stream_in.mid_message() {
@@ -483,8 +485,8 @@ impl Channel {
         };
         self.ensure_control(sys::MAX_FDS_PER_SENDMSG);
         let record_len = frame::HEADER_LEN + frame::DATAGRAM_FRAME_PAYLOAD;
-        if self.record_buf.len() != record_len {
-            self.record_buf = vec![0u8; record_len];
+        if self.recv_buf.len() != record_len {
+            self.recv_buf = vec![0u8; record_len];
         }
         loop {
             if self.eof {
@@ -492,7 +494,7 @@ impl Channel {
             }
             let got = match sys::recv_with_fds(
                 self.sock.as_fd(),
-                &mut self.record_buf,
+                &mut self.recv_buf,
                 &mut self.control,
             ) {
                 Ok(Recv::WouldBlock) => return Ok(None),
@@ -520,7 +522,7 @@ impl Channel {
                     fds: got.fds.len(),
                 });
             }
-            let record = &self.record_buf[..got.bytes];
+            let record = &self.recv_buf[..got.bytes];
             if let Some(r) = self.record_in.push(record, got.fds, limits) {
                 return r.map(Some);
             }

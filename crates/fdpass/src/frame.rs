@@ -232,9 +232,12 @@ impl Partial {
 /// header to claim them, is a protocol violation.
 #[derive(Debug, Default)]
 pub struct StreamReassembler {
+    /// Bytes read and not yet consumed are `buf[at..end]`. The rest of `buf`
+    /// is kept (initialised) as room for the next read, so reading does not
+    /// zero a fresh chunk of memory each time.
     buf: Vec<u8>,
-    /// Read position in `buf`; the consumed prefix is dropped lazily.
     at: usize,
+    end: usize,
     fds: VecDeque<OwnedFd>,
     header: Option<Header>,
     /// Payload bytes of the current frame still to discard (rejected message).
@@ -245,26 +248,27 @@ pub struct StreamReassembler {
 impl StreamReassembler {
     /// The spare capacity to read into, at least `min` bytes.
     pub fn read_buffer(&mut self, min: usize) -> &mut [u8] {
-        if self.at > 0 && (self.at == self.buf.len() || self.at >= self.buf.capacity() / 2) {
-            self.buf.drain(..self.at);
+        if self.buf.len() - self.end < min && self.at > 0 {
+            self.buf.copy_within(self.at..self.end, 0);
+            self.end -= self.at;
             self.at = 0;
         }
-        let len = self.buf.len();
-        self.buf.resize(len + min, 0);
-        &mut self.buf[len..]
+        if self.buf.len() - self.end < min {
+            self.buf.resize(self.end + min, 0);
+        }
+        &mut self.buf[self.end..]
     }
 
     /// Records that `n` bytes of the last `read_buffer` were filled, with the
     /// descriptors that came with them.
-    pub fn filled(&mut self, requested: usize, n: usize, fds: Vec<OwnedFd>) {
-        let len = self.buf.len();
-        self.buf.truncate(len - requested + n);
+    pub fn filled(&mut self, n: usize, fds: Vec<OwnedFd>) {
+        self.end += n;
         self.fds.extend(fds);
     }
 
     /// Whether a message is partly read (bytes or descriptors buffered).
     pub fn mid_message(&self) -> bool {
-        self.at < self.buf.len()
+        self.at < self.end
             || self.header.is_some()
             || self.partial.is_some()
             || !self.fds.is_empty()
@@ -285,7 +289,7 @@ impl StreamReassembler {
             let header = match self.header {
                 Some(h) => h,
                 None => {
-                    if self.buf.len() - self.at < HEADER_LEN {
+                    if self.end - self.at < HEADER_LEN {
                         return self.check_orphan_fds();
                     }
                     let h = match Header::decode(&self.buf[self.at..self.at + HEADER_LEN]) {
@@ -315,7 +319,7 @@ impl StreamReassembler {
                 }
             };
             if self.skip > 0 || self.partial.as_ref().is_some_and(|p| p.rejected.is_some()) {
-                let discard = self.skip.min(self.buf.len() - self.at);
+                let discard = self.skip.min(self.end - self.at);
                 self.at += discard;
                 self.skip -= discard;
                 if self.skip > 0 {
@@ -325,7 +329,7 @@ impl StreamReassembler {
                 self.fds.drain(..header.fds as usize);
             } else {
                 let len = header.payload_len as usize;
-                if self.buf.len() - self.at < len {
+                if self.end - self.at < len {
                     return None;
                 }
                 let fds: Vec<OwnedFd> = self.fds.drain(..header.fds as usize).collect();
@@ -346,7 +350,7 @@ impl StreamReassembler {
     /// Descriptors that arrived but that no parsed or partly read header can
     /// claim are a violation: close them.
     fn check_orphan_fds(&mut self) -> Option<Result<Message>> {
-        if !self.fds.is_empty() && self.at == self.buf.len() {
+        if !self.fds.is_empty() && self.at == self.end {
             let n = self.fds.len();
             self.fds.clear();
             return Some(Err(Error::Protocol(format!(
@@ -394,10 +398,6 @@ impl RecordReassembler {
                 return Some(Err(e));
             }
         };
-        if header.abort {
-            self.partial = None;
-            return None;
-        }
         let payload = &record[HEADER_LEN..];
         if payload.len() != header.payload_len as usize || fds.len() != header.fds as usize {
             self.partial = None;
@@ -408,6 +408,10 @@ impl RecordReassembler {
                 payload.len(),
                 fds.len()
             ))));
+        }
+        if header.abort {
+            self.partial = None;
+            return None;
         }
         let partial = self.partial.get_or_insert_with(Partial::default);
         partial.admit(&header, limits);
@@ -507,7 +511,7 @@ mod tests {
         let mut got = Vec::new();
         for byte in wire {
             r.read_buffer(1)[0] = byte;
-            r.filled(1, 1, Vec::new());
+            r.filled(1, Vec::new());
             while let Some(m) = r.next(NO_LIMITS) {
                 got.push(m.unwrap().data);
             }
@@ -521,8 +525,8 @@ mod tests {
         let frames = encode(b"x", 2, 253, None);
         let mut r = StreamReassembler::default();
         let n = frames[0].bytes.len();
-        r.read_buffer(n).copy_from_slice(&frames[0].bytes);
-        r.filled(n, n, Vec::new());
+        r.read_buffer(n)[..n].copy_from_slice(&frames[0].bytes);
+        r.filled(n, Vec::new());
         assert!(matches!(r.next(NO_LIMITS), Some(Err(Error::Protocol(_)))));
     }
 
@@ -574,9 +578,9 @@ mod tests {
         let mut out = Vec::new();
         let mut most = 0;
         for piece in wire.chunks(chunk) {
-            r.read_buffer(piece.len()).copy_from_slice(piece);
-            r.filled(piece.len(), piece.len(), Vec::new());
-            most = most.max(r.buf.len() - r.at);
+            r.read_buffer(piece.len())[..piece.len()].copy_from_slice(piece);
+            r.filled(piece.len(), Vec::new());
+            most = most.max(r.buf.len());
             while let Some(m) = r.next(limits) {
                 out.push(m.map(|m| m.data));
             }

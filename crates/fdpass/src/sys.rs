@@ -670,8 +670,9 @@ pub mod uv {
 
     fn load() -> Option<Api> {
         // SAFETY: each address is the exported libuv function of that name, and
-        // the type it becomes is that function's signature in uv.h, unchanged
-        // across libuv 1.x (Node has shipped libuv 1.x since its first release).
+        // the type it becomes is that function's signature in uv.h, which
+        // libuv 1.x keeps stable (the handle data accessors exist since 1.19,
+        // Node 10; an older libuv lacks them and gets `Unsupported`).
         unsafe {
             Some(Api {
                 handle_size: std::mem::transmute::<*mut c_void, HandleSize>(symbol(
@@ -701,7 +702,9 @@ pub mod uv {
 
     impl Loop {
         /// `raw` must be the running loop of this thread as the host reported
-        /// it; the binding passes exactly what Node-API returned.
+        /// it; the binding passes exactly what Node-API returned. (Any other
+        /// pointer would be undefined behaviour in libuv; this is safe only by
+        /// that contract, which keeps `unsafe` out of the binding.)
         pub fn from_host(raw: *mut c_void) -> Option<Loop> {
             NonNull::new(raw).map(Loop)
         }
@@ -713,12 +716,17 @@ pub mod uv {
         on_ready: Box<dyn FnMut(u32)>,
         /// The handle's memory, in 16-byte units so it is aligned for any field.
         memory: *mut [u128],
+        /// Events the handle is started for; 0 when stopped, including when
+        /// libuv stopped it itself after an error on the descriptor.
+        started: std::cell::Cell<u32>,
     }
 
     /// One socket watched on the loop. Dropping it closes the handle; the
-    /// socket must stay open until then (owners drop the poll first).
+    /// socket must stay open until then (owners drop the poll first): libuv
+    /// aborts the process if the kernel reports a watched descriptor closed.
     pub struct Poll {
         handle: NonNull<c_void>,
+        state: NonNull<State>,
         api: &'static Api,
     }
 
@@ -750,39 +758,55 @@ pub mod uv {
                     errno: Errno::from_raw(-rc),
                 });
             }
-            let state = Box::new(State {
+            let state = NonNull::from(Box::leak(Box::new(State {
                 on_ready: Box::new(on_ready),
                 memory,
-            });
+                started: std::cell::Cell::new(0),
+            })));
             // SAFETY: the handle is initialised; its data pointer is ours to set,
             // and the close callback takes the box back.
-            unsafe { (api.set_data)(handle, Box::into_raw(state).cast()) };
+            unsafe { (api.set_data)(handle, state.as_ptr().cast()) };
             Ok(Poll {
                 // `memory` came from a Box, so it is never null.
                 handle: NonNull::new(handle).ok_or(Error::Closed)?,
+                state,
                 api,
             })
         }
 
+        fn started(&self) -> &std::cell::Cell<u32> {
+            // SAFETY: the State lives until `on_close`, which runs only after
+            // Drop; shared with the callback on this same thread, and a Cell.
+            unsafe { &self.state.as_ref().started }
+        }
+
         /// Watches for `events` (READABLE, WRITABLE or both). A started poll
-        /// keeps the loop alive. Each call re-registers the descriptor with
-        /// the kernel (libuv stops, then starts), so callers skip redundant ones.
+        /// keeps the loop alive. Starting again for the events it is already
+        /// started for costs nothing; other changes re-register the descriptor
+        /// with the kernel (libuv stops, then starts).
         pub fn start(&mut self, events: u32) -> Result<()> {
+            if self.started().get() == events {
+                return Ok(());
+            }
             // SAFETY: the handle is initialised and not closed (we own it until Drop).
             let rc =
                 unsafe { (self.api.poll_start)(self.handle.as_ptr(), events as c_int, on_poll) };
             if rc < 0 {
+                self.started().set(0);
                 return Err(Error::Sys {
                     syscall: "uv_poll_start",
                     errno: Errno::from_raw(-rc),
                 });
             }
+            self.started().set(events);
             Ok(())
         }
 
         pub fn stop(&mut self) {
-            // SAFETY: as in `start`; stopping a stopped handle is a no-op.
-            unsafe { (self.api.poll_stop)(self.handle.as_ptr()) };
+            if self.started().replace(0) != 0 {
+                // SAFETY: as in `start`.
+                unsafe { (self.api.poll_stop)(self.handle.as_ptr()) };
+            }
         }
     }
 
@@ -801,6 +825,8 @@ pub mod uv {
         // The loop's thread is the only one touching it.
         let state = unsafe { &mut *(api.get_data)(handle).cast::<State>() };
         let ready = if status < 0 {
+            // libuv has stopped the handle; the next start must really start it.
+            state.started.set(0);
             READABLE | WRITABLE
         } else {
             events as u32 & (READABLE | WRITABLE)

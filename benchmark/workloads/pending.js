@@ -1,9 +1,14 @@
 'use strict'
 // 10,000 receives pending on 10,000 channels in one process, against 10:
-// threads, RSS, and fs.promises.readFile latency while they wait.
+// threads, RSS, and fs.promises.readFile latency while they wait. The other
+// ends live in a second process, so each side holds one descriptor per
+// channel (RLIMIT_NOFILE may be as low as 20,000 and cannot be raised).
 // Prints {"threads10","threads10k","rssIdleMiB","rss10kMiB","readFileIdleUs","readFileDuringUs"}.
+const { spawn } = require('node:child_process')
 const fs = require('node:fs')
 const { readFile } = require('node:fs/promises')
+const os = require('node:os')
+const path = require('node:path')
 
 const fdpass = require('../..')
 
@@ -28,20 +33,38 @@ async function readFileLatencyUs() {
   return times[Math.floor(times.length / 2)]
 }
 
+/** `count` channels, each with a receive pending; the peers are another process. */
 async function pending(count) {
-  const pairs = Array.from({ length: count }, () => fdpass.socketPair())
-  const receives = pairs.map(([a]) => a.recv().catch(() => null))
+  const socketPath = path.join(os.tmpdir(), `fdpass-bench-pending-${process.pid}-${count}.sock`)
+  fs.rmSync(socketPath, { force: true })
+  const server = fdpass.listen({ path: socketPath, backlog: 4096 })
+  const peers = spawn(process.execPath, [__filename, '--peers', socketPath, String(count)], { stdio: ['pipe', 'inherit', 'inherit'] })
+  const channels = []
+  for await (const channel of server) {
+    channels.push(channel)
+    if (channels.length === count) break
+  }
+  server.close()
+  const receives = channels.map((c) => c.recv().catch(() => null))
   await new Promise((resolve) => setImmediate(resolve))
   return {
-    pairs,
     done: async () => {
-      for (const [a, b] of pairs) {
-        a.close()
-        b.close()
-      }
+      for (const c of channels) c.close()
       await Promise.all(receives)
+      peers.stdin.end()
+      await new Promise((resolve) => peers.once('exit', resolve))
     },
   }
+}
+
+/** The other ends: connects `count` times and holds them until stdin closes. */
+async function peers(socketPath, count) {
+  const held = []
+  for (let i = 0; i < count; i++) held.push(await fdpass.connect(socketPath))
+  process.stdin.resume()
+  process.stdin.on('end', () => {
+    for (const c of held) c.close()
+  })
 }
 
 async function main() {
@@ -69,7 +92,8 @@ async function main() {
   process.stdout.write(`${JSON.stringify(result)}\n`)
 }
 
-main().catch((err) => {
+if (process.argv[2] === '--peers') peers(process.argv[3], Number(process.argv[4]))
+else main().catch((err) => {
   console.error(err)
   process.exitCode = 1
 })

@@ -8,6 +8,56 @@ use crate::{Mode, SocketType};
 
 /// Bytes asked of the kernel per read on a stream in framed mode.
 const STREAM_READ_CHUNK: usize = 64 * 1024;
+/// Largest receive buffer kept between calls; a raw receive asking for more
+/// gets a buffer of its own for that call.
+const SCRATCH_LIMIT: usize = 1024 * 1024;
+
+/// Receive buffers shared by the channels of a thread. A channel keeps only
+/// the bytes of a message still incomplete, so 10,000 channels waiting cost
+/// no read buffer each.
+struct Scratch {
+    data: Vec<u8>,
+    control: Vec<u64>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = const {
+        std::cell::RefCell::new(Scratch { data: Vec::new(), control: Vec::new() })
+    };
+}
+
+/// What one read of a record did.
+enum RecordStep {
+    WouldBlock,
+    /// Taken by the reassembler, which may have completed a message.
+    Pushed(Option<Result<Message>>),
+    /// Empty (end of stream on seqpacket) or truncated: handled by the caller.
+    Unusual(sys::Received),
+}
+
+/// Runs `receive` with a data buffer of `bytes` and a control buffer sized
+/// for `max_fds`. `receive` must not receive again (it makes one call).
+fn with_scratch<T>(
+    bytes: usize,
+    max_fds: usize,
+    receive: impl FnOnce(&mut [u8], &mut Vec<u64>) -> T,
+) -> T {
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        let Scratch { data, control } = &mut *scratch;
+        let words = sys::control_space(max_fds).div_ceil(8);
+        if control.len() != words {
+            *control = sys::control_buffer(words * 8);
+        }
+        if bytes > SCRATCH_LIMIT {
+            return receive(&mut vec![0u8; bytes], control);
+        }
+        if data.len() < bytes {
+            data.resize(bytes, 0);
+        }
+        receive(&mut data[..bytes], control)
+    })
+}
 
 /// Receive limits a caller sets per receive.
 #[derive(Debug, Clone, Copy)]
@@ -65,9 +115,6 @@ pub struct Channel {
     outbox: VecDeque<Pending>,
     stream_in: StreamReassembler,
     record_in: RecordReassembler,
-    /// Receive buffer of raw mode and of records, reused across calls.
-    recv_buf: Vec<u8>,
-    control: Vec<u64>,
     eof: bool,
     /// Set while a non-blocking connect is in progress.
     connecting: Option<nix::sys::socket::UnixAddr>,
@@ -103,8 +150,6 @@ impl Channel {
             outbox: VecDeque::new(),
             stream_in: StreamReassembler::default(),
             record_in: RecordReassembler::default(),
-            recv_buf: Vec::new(),
-            control: Vec::new(),
             eof: false,
             connecting: None,
         }
@@ -383,29 +428,24 @@ impl Channel {
         }
     }
 
-    fn ensure_control(&mut self, max_fds: usize) {
-        let bytes = sys::control_space(max_fds);
-        let words = bytes.div_ceil(8);
-        if self.control.len() != words {
-            self.control = sys::control_buffer(bytes);
-        }
-    }
-
     fn try_recv_raw(&mut self, opts: RecvOptions) -> Result<Option<Message>> {
         if self.eof {
             return Err(Error::PeerClosed);
         }
-        self.ensure_control(opts.max_fds);
-        // One buffer per channel, reused: a fresh one per call would zero
-        // maxBytes of memory on every try, and the message would keep all of it.
         let wanted = opts.max_bytes.max(1);
-        if self.recv_buf.len() != wanted {
-            self.recv_buf = vec![0u8; wanted];
-        }
-        let buf = &mut self.recv_buf;
-        let got = match sys::recv_with_fds(self.sock.as_fd(), buf, &mut self.control)? {
-            Recv::WouldBlock => return Ok(None),
-            Recv::Got(g) => g,
+        let sock = self.sock.as_fd();
+        // The message gets a copy of its bytes only, never the whole buffer.
+        let (got, data) = match with_scratch(wanted, opts.max_fds, |buf, control| {
+            sys::recv_with_fds(sock, buf, control).map(|r| match r {
+                Recv::Got(g) => {
+                    let data = buf[..g.bytes].to_vec();
+                    Some((g, data))
+                }
+                Recv::WouldBlock => None,
+            })
+        })? {
+            Some(got) => got,
+            None => return Ok(None),
         };
         // Zero bytes is end of stream on streams and seqpacket (where an empty record
         // cannot be told from it); on datagram sockets it is an empty datagram.
@@ -427,10 +467,7 @@ impl Channel {
                 what: "this receive accepts (maxFds); all were closed",
             });
         }
-        Ok(Some(Message {
-            data: buf[..got.bytes].to_vec(),
-            fds: got.fds,
-        }))
+        Ok(Some(Message { data, fds: got.fds }))
     }
 
     fn try_recv_framed_stream(&mut self, opts: RecvOptions) -> Result<Option<Message>> {
@@ -438,9 +475,6 @@ impl Channel {
             max_fds: opts.max_fds,
             max_bytes: opts.max_bytes,
         };
-        // Every frame may carry the platform's maximum, whatever this caller accepts:
-        // the frame must arrive whole for the stream to stay in step.
-        self.ensure_control(sys::MAX_FDS_PER_SENDMSG);
         loop {
             if let Some(r) = self.stream_in.next(limits) {
                 if let Err(e) = &r {
@@ -454,8 +488,22 @@ impl Channel {
             if self.eof {
                 return Err(Error::PeerClosed);
             }
-            let buf = self.stream_in.read_buffer(STREAM_READ_CHUNK);
-            let got = sys::recv_with_fds(self.sock.as_fd(), buf, &mut self.control);
+            let (sock, stream_in) = (self.sock.as_fd(), &mut self.stream_in);
+            // Every frame may carry the platform's maximum, whatever this caller
+            // accepts: the frame must arrive whole for the stream to stay in step.
+            let got = with_scratch(
+                STREAM_READ_CHUNK,
+                sys::MAX_FDS_PER_SENDMSG,
+                |buf, control| {
+                    sys::recv_with_fds(sock, buf, control).map(|r| match r {
+                        Recv::Got(mut g) => {
+                            stream_in.push(&buf[..g.bytes], std::mem::take(&mut g.fds));
+                            Recv::Got(g)
+                        }
+                        other => other,
+                    })
+                },
+            );
             let got = match got {
                 Ok(Recv::Got(g)) => g,
                 Ok(Recv::WouldBlock) => return Ok(None),
@@ -465,9 +513,7 @@ impl Channel {
                     return Err(e);
                 }
             };
-            let end = got.bytes == 0 && got.fds.is_empty();
-            self.stream_in.filled(got.bytes, got.fds);
-            if end {
+            if got.bytes == 0 && got.fds.is_empty() {
                 self.eof = true;
                 if self.stream_in.mid_message() {
                     let fds = self.stream_in.clear();
@@ -483,22 +529,27 @@ impl Channel {
             max_fds: opts.max_fds,
             max_bytes: opts.max_bytes,
         };
-        self.ensure_control(sys::MAX_FDS_PER_SENDMSG);
         let record_len = frame::HEADER_LEN + frame::DATAGRAM_FRAME_PAYLOAD;
-        if self.recv_buf.len() != record_len {
-            self.recv_buf = vec![0u8; record_len];
-        }
         loop {
             if self.eof {
                 return Err(Error::PeerClosed);
             }
-            let got = match sys::recv_with_fds(
-                self.sock.as_fd(),
-                &mut self.recv_buf,
-                &mut self.control,
-            ) {
-                Ok(Recv::WouldBlock) => return Ok(None),
-                Ok(Recv::Got(g)) => g,
+            let (sock, record_in) = (self.sock.as_fd(), &mut self.record_in);
+            // The record goes to the reassembler while the shared buffer holds it.
+            let step = with_scratch(record_len, sys::MAX_FDS_PER_SENDMSG, |buf, control| {
+                Ok(match sys::recv_with_fds(sock, buf, control)? {
+                    Recv::WouldBlock => RecordStep::WouldBlock,
+                    Recv::Got(g) if g.bytes == 0 || g.data_truncated => RecordStep::Unusual(g),
+                    Recv::Got(g) => {
+                        RecordStep::Pushed(record_in.push(&buf[..g.bytes], g.fds, limits))
+                    }
+                })
+            });
+            let got = match step {
+                Ok(RecordStep::WouldBlock) => return Ok(None),
+                Ok(RecordStep::Pushed(Some(r))) => return r.map(Some),
+                Ok(RecordStep::Pushed(None)) => continue,
+                Ok(RecordStep::Unusual(g)) => g,
                 Err(e) => {
                     // A lost record breaks the message it belonged to: drop it whole
                     // rather than deliver it with a frame missing.
@@ -522,8 +573,8 @@ impl Channel {
                     fds: got.fds.len(),
                 });
             }
-            let record = &self.recv_buf[..got.bytes];
-            if let Some(r) = self.record_in.push(record, got.fds, limits) {
+            // An empty record with descriptors: a frame is never empty.
+            if let Some(r) = self.record_in.push(&[], got.fds, limits) {
                 return r.map(Some);
             }
         }

@@ -222,6 +222,9 @@ impl Partial {
     }
 }
 
+/// A stream reassembler keeps this much buffer capacity for the next message.
+const KEEP_CAPACITY: usize = 64 * 1024;
+
 /// Reassembles framed messages from a byte stream with descriptors attached.
 ///
 /// On a stream the kernel delivers a sender's descriptors together with the
@@ -232,12 +235,11 @@ impl Partial {
 /// header to claim them, is a protocol violation.
 #[derive(Debug, Default)]
 pub struct StreamReassembler {
-    /// Bytes read and not yet consumed are `buf[at..end]`. The rest of `buf`
-    /// is kept (initialised) as room for the next read, so reading does not
-    /// zero a fresh chunk of memory each time.
+    /// Bytes read and not yet consumed are `buf[at..]`; only those are
+    /// kept, so an idle channel holds no read buffer (reads go through a
+    /// buffer shared per thread, see channel.rs).
     buf: Vec<u8>,
     at: usize,
-    end: usize,
     fds: VecDeque<OwnedFd>,
     header: Option<Header>,
     /// Payload bytes of the current frame still to discard (rejected message).
@@ -246,29 +248,28 @@ pub struct StreamReassembler {
 }
 
 impl StreamReassembler {
-    /// The spare capacity to read into, at least `min` bytes.
-    pub fn read_buffer(&mut self, min: usize) -> &mut [u8] {
-        if self.buf.len() - self.end < min && self.at > 0 {
-            self.buf.copy_within(self.at..self.end, 0);
-            self.end -= self.at;
+    /// Appends what one read returned: its bytes and the descriptors that came with them.
+    pub fn push(&mut self, bytes: &[u8], fds: Vec<OwnedFd>) {
+        if self.at == self.buf.len() {
+            // Everything consumed: start over, and give back what a large
+            // message made the buffer grow to.
+            self.at = 0;
+            if self.buf.capacity() > KEEP_CAPACITY {
+                self.buf = Vec::new();
+            } else {
+                self.buf.clear();
+            }
+        } else if self.at >= self.buf.len() / 2 {
+            self.buf.drain(..self.at);
             self.at = 0;
         }
-        if self.buf.len() - self.end < min {
-            self.buf.resize(self.end + min, 0);
-        }
-        &mut self.buf[self.end..]
-    }
-
-    /// Records that `n` bytes of the last `read_buffer` were filled, with the
-    /// descriptors that came with them.
-    pub fn filled(&mut self, n: usize, fds: Vec<OwnedFd>) {
-        self.end += n;
+        self.buf.extend_from_slice(bytes);
         self.fds.extend(fds);
     }
 
     /// Whether a message is partly read (bytes or descriptors buffered).
     pub fn mid_message(&self) -> bool {
-        self.at < self.end
+        self.at < self.buf.len()
             || self.header.is_some()
             || self.partial.is_some()
             || !self.fds.is_empty()
@@ -289,7 +290,7 @@ impl StreamReassembler {
             let header = match self.header {
                 Some(h) => h,
                 None => {
-                    if self.end - self.at < HEADER_LEN {
+                    if self.buf.len() - self.at < HEADER_LEN {
                         return self.check_orphan_fds();
                     }
                     let h = match Header::decode(&self.buf[self.at..self.at + HEADER_LEN]) {
@@ -319,7 +320,7 @@ impl StreamReassembler {
                 }
             };
             if self.skip > 0 || self.partial.as_ref().is_some_and(|p| p.rejected.is_some()) {
-                let discard = self.skip.min(self.end - self.at);
+                let discard = self.skip.min(self.buf.len() - self.at);
                 self.at += discard;
                 self.skip -= discard;
                 if self.skip > 0 {
@@ -329,7 +330,7 @@ impl StreamReassembler {
                 self.fds.drain(..header.fds as usize);
             } else {
                 let len = header.payload_len as usize;
-                if self.end - self.at < len {
+                if self.buf.len() - self.at < len {
                     return None;
                 }
                 let fds: Vec<OwnedFd> = self.fds.drain(..header.fds as usize).collect();
@@ -350,7 +351,7 @@ impl StreamReassembler {
     /// Descriptors that arrived but that no parsed or partly read header can
     /// claim are a violation: close them.
     fn check_orphan_fds(&mut self) -> Option<Result<Message>> {
-        if !self.fds.is_empty() && self.at == self.end {
+        if !self.fds.is_empty() && self.at == self.buf.len() {
             let n = self.fds.len();
             self.fds.clear();
             return Some(Err(Error::Protocol(format!(
@@ -510,8 +511,7 @@ mod tests {
         let mut r = StreamReassembler::default();
         let mut got = Vec::new();
         for byte in wire {
-            r.read_buffer(1)[0] = byte;
-            r.filled(1, Vec::new());
+            r.push(&[byte], Vec::new());
             while let Some(m) = r.next(NO_LIMITS) {
                 got.push(m.unwrap().data);
             }
@@ -524,9 +524,8 @@ mod tests {
     fn stream_header_claiming_missing_fds_is_a_violation() {
         let frames = encode(b"x", 2, 253, None);
         let mut r = StreamReassembler::default();
-        let n = frames[0].bytes.len();
-        r.read_buffer(n)[..n].copy_from_slice(&frames[0].bytes);
-        r.filled(n, Vec::new());
+
+        r.push(&frames[0].bytes, Vec::new());
         assert!(matches!(r.next(NO_LIMITS), Some(Err(Error::Protocol(_)))));
     }
 
@@ -578,8 +577,7 @@ mod tests {
         let mut out = Vec::new();
         let mut most = 0;
         for piece in wire.chunks(chunk) {
-            r.read_buffer(piece.len())[..piece.len()].copy_from_slice(piece);
-            r.filled(piece.len(), Vec::new());
+            r.push(piece, Vec::new());
             most = most.max(r.buf.len());
             while let Some(m) = r.next(limits) {
                 out.push(m.map(|m| m.data));

@@ -226,6 +226,27 @@ const unclaimed = new FinalizationRegistry<number>((fd) => {
 })
 
 /**
+ * ReceivedFds made this turn, registered for finalization only if still
+ * unclaimed at the next one: most are closed, taken or converted at once,
+ * and registering costs more than the rest of receiving a descriptor. Until
+ * then this list keeps them alive, so none can be collected unregistered.
+ */
+let unregistered: ReceivedFd[] = []
+
+function registerUnclaimed(): void {
+  const batch = unregistered
+  unregistered = []
+  for (const received of batch) {
+    if (!received.released) unclaimed.register(received, received.fd, received)
+  }
+}
+
+function trackUnclaimed(received: ReceivedFd): void {
+  if (unregistered.length === 0) setImmediate(registerUnclaimed)
+  unregistered.push(received)
+}
+
+/**
  * A received descriptor, owned until taken, converted or closed. What nobody
  * claims is closed when this object is garbage-collected.
  */
@@ -235,7 +256,7 @@ export class ReceivedFd implements Disposable {
   /** @internal Wraps a descriptor this process owns. */
   constructor(fd: number) {
     this.#fd = fd
-    unclaimed.register(this, fd, this)
+    trackUnclaimed(this)
   }
 
   /** The descriptor number; throws `ERR_FDPASS_FD_RELEASED` once taken or closed. */

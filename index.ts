@@ -230,8 +230,11 @@ const unclaimed = new FinalizationRegistry<number>((fd) => {
  * unclaimed at the next one: most are closed, taken or converted at once,
  * and registering costs more than the rest of receiving a descriptor. Until
  * then this list keeps them alive, so none can be collected unregistered.
+ * A receiver that never waits never reaches the next turn, so the list is
+ * also settled whenever it grows long.
  */
 let unregistered: ReceivedFd[] = []
+const SETTLE_UNREGISTERED_AT = 1024
 
 function registerUnclaimed(): void {
   const batch = unregistered
@@ -243,6 +246,7 @@ function registerUnclaimed(): void {
 
 function trackUnclaimed(received: ReceivedFd): void {
   if (unregistered.length === 0) setImmediate(registerUnclaimed)
+  else if (unregistered.length >= SETTLE_UNREGISTERED_AT) registerUnclaimed()
   unregistered.push(received)
 }
 

@@ -43,11 +43,14 @@ export declare class NativeChannel {
   flush(): number
   get hasQueued(): boolean
   /**
-   * One message if one is ready, else null. The descriptors pass to
-   * JavaScript, held in `registry`, only once the whole result exists; on any
-   * failure before that they are closed here.
+   * One message if one is ready, else null, as one buffer: a little-endian
+   * i32 count, that many descriptor numbers (i32 each), then the payload.
+   * One allocation and no JavaScript array per message; the facade reads
+   * the numbers and slices the payload off. The descriptors pass to
+   * JavaScript, held in `registry`, only once the whole result exists; on
+   * any failure before that they are closed here.
    */
-  tryRecv(registry: FdRegistry, maxFds: number, maxBytes: number): { data: Buffer; fds: number[] } | null
+  tryRecv(registry: FdRegistry, maxFds: number, maxBytes: number): Buffer | null
   /**
    * Arms the socket's watch for `events` (1 readable, 2 writable, 3 both),
    * or disarms it with 0: when ready, `reactor` calls `wake(token * 4 + ready)`

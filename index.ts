@@ -645,9 +645,9 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
       const handle = this.#native
       if (handle === null) return
       const pending = this.#receives[0]
-      let raw: { data: Buffer; fds: number[] } | null
+      let packed: Buffer | null
       try {
-        raw = handle.tryRecv(held, pending.maxFds, pending.maxBytes)
+        packed = handle.tryRecv(held, pending.maxFds, pending.maxBytes)
       } catch (err) {
         this.#receives.shift()
         this.#settleReceive(pending, err)
@@ -657,11 +657,14 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
         }
         continue
       }
-      if (raw === null) return
+      if (packed === null) return
       this.#receives.shift()
-      // Wrapped before any other code runs, so every descriptor has an owner.
-      const fds = raw.fds.map((fd) => new ReceivedFd(fd))
-      this.#settleReceive(pending, undefined, { data: raw.data, fds })
+      // [count, fds..., payload] (see the binding). Wrapped before any other
+      // code runs, so every descriptor has an owner.
+      const count = packed.readInt32LE(0)
+      const fds: ReceivedFd[] = []
+      for (let i = 1; i <= count; i++) fds.push(new ReceivedFd(packed.readInt32LE(4 * i)))
+      this.#settleReceive(pending, undefined, { data: packed.subarray(4 * (count + 1)), fds })
     }
   }
 

@@ -74,10 +74,21 @@ function shippedReactor() {
   return reactor
 }
 
+// The shipped binding returns one buffer, [count, fds..., payload]; the
+// tokio one (commit 3acca98) returns { data, fds }. Both become { data, fds }.
+function tryRecv(channel, registry, backend) {
+  if (backend === 'tokio') return channel.tryRecv(registry, 253, 65536)
+  const packed = channel.tryRecv(registry, 253, 65536)
+  if (packed === null) return null
+  const count = packed.readInt32LE(0)
+  const fds = Array.from({ length: count }, (_, i) => packed.readInt32LE(4 * (i + 1)))
+  return { data: packed.subarray(4 * (count + 1)), fds }
+}
+
 function receiver(channel, wait, backend) {
   const registry = registryOf(addonFor(backend))
   return function recv(done) {
-    const message = channel.tryRecv(registry, 253, 65536)
+    const message = tryRecv(channel, registry, backend)
     if (message !== null) return done(message)
     wait.readable(() => recv(done))
   }
@@ -93,7 +104,7 @@ function child(role, backend) {
   // Drains everything ready in one pass, then waits: how the facade behaves.
   const drain = () => {
     for (;;) {
-      const message = channel.tryRecv(registry, 253, 65536)
+      const message = tryRecv(channel, registry, backend)
       if (message === null) return wait.readable(drain)
       for (const fd of message.fds) registry.close(fd)
       if (message.data.length === 0) {

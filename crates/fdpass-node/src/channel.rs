@@ -77,17 +77,20 @@ impl NativeChannel {
         self.channel.as_ref().is_some_and(Channel::has_queued)
     }
 
-    /// One message if one is ready, else null. The descriptors pass to
-    /// JavaScript, held in `registry`, only once the whole result exists; on any
-    /// failure before that they are closed here.
-    #[napi(ts_return_type = "{ data: Buffer; fds: number[] } | null")]
+    /// One message if one is ready, else null, as one buffer: a little-endian
+    /// i32 count, that many descriptor numbers (i32 each), then the payload.
+    /// One allocation and no JavaScript array per message; the facade reads
+    /// the numbers and slices the payload off. The descriptors pass to
+    /// JavaScript, held in `registry`, only once the whole result exists; on
+    /// any failure before that they are closed here.
+    #[napi(ts_return_type = "Buffer | null")]
     pub fn try_recv<'env>(
         &mut self,
         env: &'env Env,
         registry: &FdRegistry,
         max_fds: u32,
         max_bytes: f64,
-    ) -> Result<Option<Object<'env>>> {
+    ) -> Result<Option<Either<BufferSlice<'env>, Buffer>>> {
         let opts = RecvOptions {
             max_fds: max_fds as usize,
             max_bytes: max_bytes as usize,
@@ -95,17 +98,20 @@ impl NativeChannel {
         let Some(msg) = self.open(env)?.try_recv(opts).or_throw(env)? else {
             return Ok(None);
         };
-        let mut obj = Object::new(env)?;
-        let numbers: Vec<i32> = msg.fds.iter().map(|f| f.as_raw_fd()).collect();
-        obj.set("fds", numbers)?;
-        if msg.data.len() <= COPY_LIMIT {
-            obj.set("data", BufferSlice::copy_from(env, &msg.data)?)?;
-        } else {
-            obj.set("data", Buffer::from(msg.data))?;
+        let mut packed = Vec::with_capacity(4 * (1 + msg.fds.len()) + msg.data.len());
+        packed.extend_from_slice(&(msg.fds.len() as i32).to_le_bytes());
+        for fd in &msg.fds {
+            packed.extend_from_slice(&fd.as_raw_fd().to_le_bytes());
         }
+        packed.extend_from_slice(&msg.data);
+        let result = if packed.len() <= COPY_LIMIT {
+            Either::A(BufferSlice::copy_from(env, &packed)?)
+        } else {
+            Either::B(Buffer::from(packed))
+        };
         // Owned by the registry (and the JS objects it backs) from here on.
         registry.hold(msg.fds.into_iter().map(|fd| fd.into_raw_fd()));
-        Ok(Some(obj))
+        Ok(Some(result))
     }
 
     /// Arms the socket's watch for `events` (1 readable, 2 writable, 3 both),

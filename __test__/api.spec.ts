@@ -224,9 +224,11 @@ test.serial("the peer closing rejects receives with ERR_FDPASS_CLOSED and emits 
 })
 
 test.serial('argument errors of connect and listen throw synchronously', (t) => {
+  const before = fdCount()
   t.throws(() => connect({ path: '' }), { code: 'ERR_INVALID_ARG_TYPE' })
   t.throws(() => connect({ path: socketPath('x'), type: 'dgram' as 'stream' }), { code: 'ERR_INVALID_ARG_VALUE' })
   t.throws(() => listen({ path: 'fdpass-abstract-mode', abstract: true, mode: 0o600 }), { code: 'ERR_INVALID_ARG_VALUE' })
+  t.is(fdCount(), before, 'no socket was made')
 })
 
 test.serial('Channel.fromFd refuses what is not a connected Unix socket, and leaves it open', async (t) => {

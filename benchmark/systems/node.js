@@ -9,7 +9,7 @@
 //   node node.js SYSTEM pingpong SECONDS               -> {"rttUs":[...]}
 //
 // SYSTEM: fdpass:<framed|raw>:<stream|seqpacket>, node-ipc, usocket.
-const { fork } = require('node:child_process')
+const { fork, spawn } = require('node:child_process')
 const fs = require('node:fs')
 const net = require('node:net')
 const os = require('node:os')
@@ -65,7 +65,7 @@ async function drive(mode, seconds, perMsg, { sendOne, roundTrip, finish }) {
 async function fdpassSender(variant, mode, seconds, perMsg) {
   const [, framing, type] = variant.split(':')
   const [mine, theirs] = fdpass.socketPair({ type, framing })
-  const child = require('node:child_process').spawn(process.execPath, [__filename, '--receiver', variant, mode], {
+  const child = spawn(process.execPath, [__filename, '--receiver', variant, mode], {
     stdio: ['ignore', 'inherit', 'inherit', theirs.fd],
   })
   theirs.close()
@@ -179,7 +179,7 @@ async function usocketSender(mode, seconds, perMsg) {
   fs.rmSync(socketPath, { force: true })
   const server = new usocket.UServer()
   await new Promise((resolve) => server.listen(socketPath, resolve))
-  const child = require('node:child_process').spawn(process.execPath, [__filename, '--receiver', 'usocket', mode, socketPath], {
+  const child = spawn(process.execPath, [__filename, '--receiver', 'usocket', mode, socketPath], {
     stdio: ['ignore', 'inherit', 'inherit'],
   })
   const conn = await new Promise((resolve) => server.once('connection', resolve))

@@ -115,16 +115,12 @@ impl WatchSlot {
         token: u32,
         events: u32,
     ) -> Result<()> {
-        if self.0.is_none() {
-            if events == 0 {
-                return Ok(());
-            }
-            self.0 = Some(Watch::new(reactor, fd).or_throw(env)?);
-        }
-        match &mut self.0 {
-            Some(watch) => watch.set(token, events).or_throw(env),
-            None => Ok(()),
-        }
+        let watch = match self.0 {
+            Some(ref mut watch) => watch,
+            None if events == 0 => return Ok(()),
+            None => self.0.insert(Watch::new(reactor, fd).or_throw(env)?),
+        };
+        watch.set(token, events).or_throw(env)
     }
 
     /// Closes the poll; call before the socket closes.

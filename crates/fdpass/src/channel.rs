@@ -14,7 +14,7 @@ const SCRATCH_LIMIT: usize = 1024 * 1024;
 
 /// Receive buffers shared by the channels of a thread. A channel keeps only
 /// the bytes of a message still incomplete, so 10,000 channels waiting cost
-/// no read buffer each.
+/// no read buffer each. Both only grow; each call uses the prefix it needs.
 struct Scratch {
     data: Vec<u8>,
     control: Vec<u64>,
@@ -36,19 +36,21 @@ enum RecordStep {
 }
 
 /// Runs `receive` with a data buffer of `bytes` and a control buffer sized
-/// for `max_fds`. `receive` must not receive again (it makes one call).
+/// for `max_fds` (exactly: its size is what limits the descriptors the kernel
+/// may deliver). `receive` must not receive again (it makes one call).
 fn with_scratch<T>(
     bytes: usize,
     max_fds: usize,
-    receive: impl FnOnce(&mut [u8], &mut Vec<u64>) -> T,
+    receive: impl FnOnce(&mut [u8], &mut [u64]) -> T,
 ) -> T {
     SCRATCH.with(|scratch| {
         let mut scratch = scratch.borrow_mut();
         let Scratch { data, control } = &mut *scratch;
         let words = sys::control_space(max_fds).div_ceil(8);
-        if control.len() != words {
-            *control = sys::control_buffer(words * 8);
+        if control.len() < words {
+            control.resize(words, 0);
         }
+        let control = &mut control[..words];
         if bytes > SCRATCH_LIMIT {
             return receive(&mut vec![0u8; bytes], control);
         }
@@ -136,10 +138,16 @@ impl Channel {
     /// Adopts a connected Unix socket: makes it non-blocking and close-on-exec
     /// and reads its type.
     pub fn from_fd(sock: OwnedFd, mode: Mode) -> Result<Channel> {
-        let kind = sys::socket_type_of(sock.as_fd())?;
-        sys::set_nonblocking(sock.as_fd(), true)?;
-        sys::set_cloexec(sock.as_fd(), "fcntl")?;
+        let kind = Channel::prepare(sock.as_fd())?;
         Ok(Channel::new(sock, kind, mode))
+    }
+
+    /// Checks that `sock` can carry messages and readies it for a channel.
+    fn prepare(sock: BorrowedFd<'_>) -> Result<SocketType> {
+        let kind = sys::socket_type_of(sock)?;
+        sys::set_nonblocking(sock, true)?;
+        sys::set_cloexec(sock, "fcntl")?;
+        Ok(kind)
     }
 
     pub(crate) fn new(sock: OwnedFd, kind: SocketType, mode: Mode) -> Channel {
@@ -159,8 +167,8 @@ impl Channel {
     /// The number is checked before ownership is taken: on error the caller
     /// still owns it and it stays open.
     pub fn adopt_raw(fd: RawFd, mode: Mode) -> Result<Channel> {
-        sys::socket_type_of_raw(fd)?;
-        Channel::from_fd(sys::adopt(fd)?, mode)
+        let kind = sys::with_raw(fd, Channel::prepare)?;
+        Ok(Channel::new(sys::adopt(fd)?, kind, mode))
     }
 
     pub(crate) fn set_connecting(&mut self, addr: nix::sys::socket::UnixAddr) {
@@ -573,7 +581,8 @@ impl Channel {
                     fds: got.fds.len(),
                 });
             }
-            // An empty record with descriptors: a frame is never empty.
+            // An empty record that is not end of stream (a datagram, or one with
+            // descriptors): the reassembler refuses it, closing what it carried.
             if let Some(r) = self.record_in.push(&[], got.fds, limits) {
                 return r.map(Some);
             }

@@ -97,15 +97,6 @@ pub fn set_cloexec(fd: BorrowedFd<'_>, syscall: &'static str) -> Result<()> {
     Ok(())
 }
 
-/// The socket type of a descriptor given by number, without taking ownership.
-pub fn socket_type_of_raw(fd: RawFd) -> Result<SocketType> {
-    check_open(fd)?;
-    // SAFETY: `fd` was just checked open and the borrow ends with this call,
-    // during which nothing in this thread closes it.
-    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-    socket_type_of(borrowed)
-}
-
 pub fn is_cloexec(fd: RawFd) -> Result<bool> {
     // SAFETY: F_GETFD only reads the descriptor table entry; an invalid number
     // yields EBADF and no other effect.
@@ -501,7 +492,7 @@ const CLOEXEC_BY_FCNTL: bool = !cfg!(any(target_os = "linux", target_os = "andro
 /// MSG_CTRUNC, nix-rust/nix#2413), owning each descriptor as it is found. On
 /// MSG_CTRUNC every descriptor that did arrive is closed and `ControlTruncated`
 /// returned. EINTR is retried.
-pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], control: &mut Vec<u64>) -> Result<Recv> {
+pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], control: &mut [u64]) -> Result<Recv> {
     loop {
         let mut iov = libc::iovec {
             iov_base: buf.as_mut_ptr().cast(),
@@ -512,7 +503,7 @@ pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], control: &mut Vec<u64
         hdr.msg_iov = &mut iov;
         hdr.msg_iovlen = 1;
         hdr.msg_control = control.as_mut_ptr().cast();
-        hdr.msg_controllen = (control.len() * size_of::<u64>()) as _;
+        hdr.msg_controllen = std::mem::size_of_val(control) as _;
         // SAFETY: `hdr` points at `iov` and `control`, both live and writable for
         // the lengths given; the kernel writes at most those lengths.
         let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut hdr, RECV_FLAGS) };
@@ -598,11 +589,6 @@ fn control_len(hdr: &libc::msghdr) -> usize {
 pub fn file_identity(path: &std::path::Path) -> Result<(u64, u64)> {
     let st = nix::sys::stat::stat(path).map_err(|e| Error::sys("stat", e))?;
     Ok((st.st_dev as u64, st.st_ino as u64))
-}
-
-/// A control buffer of at least `bytes`, aligned for `cmsghdr`.
-pub fn control_buffer(bytes: usize) -> Vec<u64> {
-    vec![0u64; bytes.div_ceil(size_of::<u64>())]
 }
 
 // ---------------------------------------------------------------------------

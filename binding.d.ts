@@ -10,21 +10,6 @@
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
 /**
- * Received descriptors JavaScript holds but has not claimed. One per
- * JavaScript environment (the facade makes it at load); when the environment
- * ends (a worker exits or is terminated) its finalizer closes what is left,
- * which a `FinalizationRegistry` would never get to do.
- */
-export declare class FdRegistry {
-  constructor()
-  /** Hands `fd` over to the caller; it is no longer closed at teardown. */
-  release(fd: number): boolean
-  /** Closes a held descriptor. Returns false if it was not held here. */
-  close(fd: number): boolean
-  get size(): number
-}
-
-/**
  * A connected socket carrying messages. Driven by the facade: non-blocking
  * calls first, waits only after EAGAIN.
  */
@@ -37,20 +22,24 @@ export declare class NativeChannel {
   /**
    * Sends one message; true when it is all with the kernel, false when (part
    * of) it waits in the queue: then wait writable and `flush`.
+   * The descriptors are the first `fd_count` of `fds` (the facade reuses one array).
    */
-  send(data: Uint8Array, fds: Int32Array): boolean
+  send(data: Uint8Array, fds: Int32Array, fdCount: number): boolean
   /** Writes queued messages; returns how many completed. */
   flush(): number
   get hasQueued(): boolean
   /**
-   * One message if one is ready, else null, as one buffer: a little-endian
-   * i32 count, that many descriptor numbers (i32 each), then the payload.
-   * One allocation and no JavaScript array per message; the facade reads
-   * the numbers and slices the payload off. The descriptors pass to
-   * JavaScript, held in `registry`, only once the whole result exists; on
-   * any failure before that they are closed here.
+   * The messages ready, up to `max_messages` (see `Channel::try_recv_many`:
+   * the first judged by these limits, any read ahead within them too), or
+   * null when none is. All in one buffer, little-endian: an i32 message
+   * count, then per message an i32 descriptor count, the descriptor
+   * numbers (i32 each), a u32 payload length and the payload. One
+   * allocation and no JavaScript object per message; the facade reads the
+   * numbers and slices the payloads off. The descriptors pass to
+   * JavaScript, held in this thread's registry, only once the whole result
+   * exists; on any failure before that they are closed here.
    */
-  tryRecv(registry: FdRegistry, maxFds: number, maxBytes: number): Buffer | null
+  tryRecv(maxFds: number, maxBytes: number, maxMessages: number): Buffer | null
   /**
    * Arms the socket's watch for `events` (1 readable, 2 writable, 3 both),
    * or disarms it with 0: when ready, `reactor` calls `wake(token * 4 + ready)`
@@ -98,6 +87,22 @@ export declare const enum ChannelMode {
 /** Closes a descriptor this process owns (EBADF if it is not open). */
 export declare function closeFd(fd: number): void
 
+/** Closes a held descriptor. Returns false if it was not held. */
+export declare function closeHeld(fd: number): boolean
+
+/**
+ * Closes what this thread's environment still holds when it ends. The facade
+ * calls this once at load.
+ */
+export declare function closeHeldAtTeardown(): void
+
+/**
+ * Closes every held descriptor among the first `count` of `fds` in one call
+ * (numbers not held are skipped), all of them even if one fails; then
+ * reports the first failure.
+ */
+export declare function closeHeldMany(fds: Int32Array, count: number): void
+
 /** Starts a non-blocking connect; call `pollConnect` after each writable wake. */
 export declare function connect(path: string, abstractName: boolean, socketType: SocketType, mode: ChannelMode): NativeChannel
 
@@ -117,6 +122,9 @@ export interface PlatformLimits {
   hasSeqpacket: boolean
   hasAbstractNames: boolean
 }
+
+/** Hands `fd` over to the caller; it is no longer closed at teardown. */
+export declare function releaseHeld(fd: number): boolean
 
 /** Sets or clears O_NONBLOCK (shared by every holder of the open file). */
 export declare function setBlocking(fd: number, blocking: boolean): void

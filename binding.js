@@ -835,18 +835,21 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
-module.exports.FdRegistry = nativeBinding.FdRegistry
 module.exports.NativeChannel = nativeBinding.NativeChannel
 module.exports.NativeListener = nativeBinding.NativeListener
 module.exports.Reactor = nativeBinding.Reactor
 module.exports.adoptChannel = nativeBinding.adoptChannel
 module.exports.ChannelMode = nativeBinding.ChannelMode
 module.exports.closeFd = nativeBinding.closeFd
+module.exports.closeHeld = nativeBinding.closeHeld
+module.exports.closeHeldAtTeardown = nativeBinding.closeHeldAtTeardown
+module.exports.closeHeldMany = nativeBinding.closeHeldMany
 module.exports.connect = nativeBinding.connect
 module.exports.fdKind = nativeBinding.fdKind
 module.exports.isCloseOnExec = nativeBinding.isCloseOnExec
 module.exports.listen = nativeBinding.listen
 module.exports.platformLimits = nativeBinding.platformLimits
+module.exports.releaseHeld = nativeBinding.releaseHeld
 module.exports.setBlocking = nativeBinding.setBlocking
 module.exports.socketPair = nativeBinding.socketPair
 module.exports.SocketType = nativeBinding.SocketType

@@ -116,6 +116,14 @@ export declare class ReceivedFd implements Disposable {
     listen<S extends net.Server>(server: S, callback?: () => void): S;
 }
 /**
+ * Closes every descriptor of `fds` that is still held, in one native call:
+ * what a receiver that refuses a message's descriptors, or is done with
+ * them, wants, at a fraction of the cost of closing them one by one. Each
+ * closed one is released as by `close()`; all are closed even if one fails,
+ * and then the first failure is thrown.
+ */
+export declare function closeAll(fds: Iterable<ReceivedFd>): void;
+/**
  * A connected Unix socket that carries messages with descriptors. Emits
  * `'end'` when a receive finds the peer has closed, and `'close'` once closed.
  */

@@ -107,6 +107,11 @@ export const limits: Readonly<{ maxFdsPerMessage: number; hasSeqpacket: boolean;
   Object.freeze(native.platformLimits())
 
 const DEFAULT_MAX_BYTES = { framed: 64 * 1024 * 1024, raw: 64 * 1024 } as const
+/**
+ * Most messages one native receive returns: the one asked for plus what it
+ * reads ahead (framed streams only; the core bounds it in bytes and descriptors).
+ */
+const READ_AHEAD_MESSAGES = 64
 const MAX_FD_NUMBER = 0x7fffffff
 
 // ---------------------------------------------------------------------------
@@ -201,6 +206,19 @@ function descriptorOf(value: unknown, index: number): number {
   throw invalidArgType(name, 'a descriptor number, net.Socket, net.Server, FileHandle or ReceivedFd', value)
 }
 
+/**
+ * Descriptor numbers on their way to a native call, in one array reused by
+ * every call: a fresh typed array each time costs an allocation, and Node-API
+ * moves a small one off the heap again on every access.
+ */
+let scratchNumbers = new Int32Array(256)
+
+/** The shared number array, at least `length` long; valid until the next call. */
+function numberScratch(length: number): Int32Array {
+  if (scratchNumbers.length < length) scratchNumbers = new Int32Array(Math.max(length, 2 * scratchNumbers.length))
+  return scratchNumbers
+}
+
 /** Gives up the sender's copy after a moved send. */
 async function release(holder: Descriptor): Promise<void> {
   if (typeof holder === 'number') native.closeFd(holder)
@@ -213,13 +231,14 @@ async function release(holder: Descriptor): Promise<void> {
 // ---------------------------------------------------------------------------
 // Received descriptors
 
-/** Closes, at teardown of this JavaScript environment, whatever is still held. */
-const held = new native.FdRegistry()
+// Received descriptors are held natively until claimed; whatever is still
+// held when this JavaScript environment ends is closed then.
+native.closeHeldAtTeardown()
 
 /** Closes, when a ReceivedFd is collected, the descriptor it still owned. */
 const unclaimed = new FinalizationRegistry<number>((fd) => {
   try {
-    held.close(fd)
+    native.closeHeld(fd)
   } catch {
     // Someone closed the number behind the ReceivedFd's back; nothing to release.
   }
@@ -239,9 +258,7 @@ const SETTLE_UNREGISTERED_AT = 1024
 function registerUnclaimed(): void {
   const batch = unregistered
   unregistered = []
-  for (const received of batch) {
-    if (!received.released) unclaimed.register(received, received.fd, received)
-  }
+  for (const received of batch) registerIfHeld(received)
 }
 
 function trackUnclaimed(received: ReceivedFd): void {
@@ -250,12 +267,19 @@ function trackUnclaimed(received: ReceivedFd): void {
   unregistered.push(received)
 }
 
+/** ReceivedFd's own release, for {@link closeAll}, which closes many at once. */
+let releaseForClosing: (received: ReceivedFd) => number
+/** Registers a ReceivedFd still holding its descriptor with {@link unclaimed}. */
+let registerIfHeld: (received: ReceivedFd) => void
+
 /**
  * A received descriptor, owned until taken, converted or closed. What nobody
  * claims is closed when this object is garbage-collected.
  */
 export class ReceivedFd implements Disposable {
   #fd: number
+  /** Whether {@link unclaimed} knows this one (unregistering costs, so only then). */
+  #registered = false
 
   /** @internal Wraps a descriptor this process owns. */
   constructor(fd: number) {
@@ -282,19 +306,33 @@ export class ReceivedFd implements Disposable {
   /** Hands the raw number over, once; you then own it and must close it. */
   take(): number {
     const fd = this.fd
-    this.#fd = -1
-    unclaimed.unregister(this)
-    held.release(fd)
+    this.#release()
+    native.releaseHeld(fd)
     return fd
   }
 
   /** Closes the descriptor; does nothing if it was already taken or closed. */
   close(): void {
-    if (this.#fd < 0) return
+    const fd = this.#release()
+    if (fd >= 0) native.closeHeld(fd)
+  }
+
+  static {
+    releaseForClosing = (received) => received.#release()
+    registerIfHeld = (received) => {
+      if (received.#fd < 0) return
+      unclaimed.register(received, received.#fd, received)
+      received.#registered = true
+    }
+  }
+
+  /** Marks this released and gives the number it held (-1 if none), for a caller that closes it. */
+  #release(): number {
     const fd = this.#fd
+    if (fd < 0) return -1
     this.#fd = -1
-    unclaimed.unregister(this)
-    held.close(fd)
+    if (this.#registered) unclaimed.unregister(this)
+    return fd
   }
 
   [Symbol.dispose](): void {
@@ -334,6 +372,28 @@ export class ReceivedFd implements Disposable {
     server.listen({ fd: this.take() }, callback)
     return server
   }
+}
+
+/**
+ * Closes every descriptor of `fds` that is still held, in one native call:
+ * what a receiver that refuses a message's descriptors, or is done with
+ * them, wants, at a fraction of the cost of closing them one by one. Each
+ * closed one is released as by `close()`; all are closed even if one fails,
+ * and then the first failure is thrown.
+ */
+export function closeAll(fds: Iterable<ReceivedFd>): void {
+  const list = Array.isArray(fds) ? (fds as readonly unknown[]) : [...fds]
+  // Checked before any is released, so bad input changes nothing.
+  for (const received of list) {
+    if (!(received instanceof ReceivedFd)) throw invalidArgType('fds', 'an iterable of ReceivedFd', received)
+  }
+  const numbers = numberScratch(list.length)
+  let count = 0
+  for (const received of list as ReceivedFd[]) {
+    const fd = releaseForClosing(received)
+    if (fd >= 0) numbers[count++] = fd
+  }
+  if (count > 0) native.closeHeldMany(numbers, count)
 }
 
 // ---------------------------------------------------------------------------
@@ -453,6 +513,49 @@ class Watch {
 }
 
 /**
+ * The messages of one native receive (see the binding's `tryRecv`): per
+ * message a descriptor count, the numbers, a payload length and the payload.
+ * Every descriptor is wrapped before any other code runs, so each has an owner.
+ */
+function unpackMessages(packed: Buffer): Message[] {
+  const count = packed.readInt32LE(0)
+  const messages: Message[] = []
+  let at = 4
+  for (let m = 0; m < count; m++) {
+    const fdCount = packed.readInt32LE(at)
+    at += 4
+    const fds: ReceivedFd[] = []
+    for (let i = 0; i < fdCount; i++, at += 4) fds.push(new ReceivedFd(packed.readInt32LE(at)))
+    const length = packed.readUInt32LE(at)
+    at += 4
+    messages.push({ data: packed.subarray(at, at + length), fds })
+    at += length
+  }
+  return messages
+}
+
+/**
+ * A message read ahead under one receive's limits, judged by the limits of
+ * the receive that gets it, as if that receive had read it: one over them is
+ * dropped whole, its descriptors closed.
+ */
+function withinLimits(message: Message, maxFds: number, maxBytes: number): Message {
+  if (message.fds.length > maxFds) {
+    closeAll(message.fds)
+    throw makeError(
+      RangeError,
+      'ERR_FDPASS_TOO_MANY_FDS',
+      `${message.fds.length} descriptors exceed the limit of ${maxFds} this receive accepts (maxFds); all were closed`,
+    )
+  }
+  if (message.data.length > maxBytes) {
+    closeAll(message.fds)
+    throw makeError(RangeError, 'ERR_FDPASS_MESSAGE_TOO_LARGE', `the message of ${message.data.length} bytes exceeds the limit of ${maxBytes} bytes`)
+  }
+  return message
+}
+
+/**
  * A connected Unix socket that carries messages with descriptors. Emits
  * `'end'` when a receive finds the peer has closed, and `'close'` once closed.
  */
@@ -461,6 +564,8 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
   readonly framing: Framing
   readonly type: SocketType
   #receives: PendingRecv[] = []
+  /** Messages read ahead of any receive asking for them, in order; owned here until taken. */
+  #ready: Message[] = []
   #sends: PendingSend[] = []
   readonly #watch: Watch
   #ended = false
@@ -512,25 +617,25 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
     if (!(data instanceof Uint8Array)) throw invalidArgType('message.data', 'a string, Buffer or Uint8Array', opts.data)
     const holders = opts.fds ?? []
     if (!Array.isArray(holders)) throw invalidArgType('message.fds', 'an array', holders)
-    const numbers = new Int32Array(holders.length)
+    const numbers = numberScratch(holders.length)
     holders.forEach((holder, i) => {
       numbers[i] = descriptorOf(holder, i)
     })
-    if (this.framing === 'raw' && numbers.length > limits.maxFdsPerMessage) {
+    if (this.framing === 'raw' && holders.length > limits.maxFdsPerMessage) {
       throw makeError(
         RangeError,
         'ERR_FDPASS_TOO_MANY_FDS',
-        `${numbers.length} descriptors exceed the ${limits.maxFdsPerMessage} one raw-mode message carries on this platform; use framed mode to send more`,
+        `${holders.length} descriptors exceed the ${limits.maxFdsPerMessage} one raw-mode message carries on this platform; use framed mode to send more`,
       )
     }
-    if (this.framing === 'raw' && this.type === 'stream' && numbers.length > 0 && data.length === 0) {
+    if (this.framing === 'raw' && this.type === 'stream' && holders.length > 0 && data.length === 0) {
       throw makeError(TypeError, 'ERR_INVALID_ARG_VALUE', 'a raw-mode stream message with descriptors needs at least one data byte')
     }
     const handle = this.#native
     if (handle === null) return Promise.reject(closedError('channel'))
     let sentNow: boolean
     try {
-      sentNow = handle.send(data, numbers)
+      sentNow = handle.send(data, numbers, holders.length)
     } catch (err) {
       this.#rewatch() // a failed send may have queued an abort frame to flush
       return Promise.reject(err)
@@ -560,6 +665,13 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
     const signal = validateSignal('options.signal', opts.signal)
     if (this.#native === null) return Promise.reject(closedError('channel'))
     if (signal?.aborted) return Promise.reject(abortError(signal))
+    if (this.#receives.length === 0 && this.#ready.length > 0) {
+      try {
+        return Promise.resolve(withinLimits(this.#ready.shift() as Message, maxFds, maxBytes))
+      } catch (err) {
+        return Promise.reject(err)
+      }
+    }
     return new Promise<Message>((resolve, reject) => {
       const pending: PendingRecv = { maxFds, maxBytes, resolve, reject }
       if (signal) {
@@ -600,6 +712,7 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
     this.#native = null
     handle.close()
     this.#watch.forget()
+    for (const message of this.#ready.splice(0)) closeAll(message.fds)
     const err = closedError('channel')
     for (const pending of this.#receives.splice(0)) this.#settleReceive(pending, err)
     for (const pending of this.#sends.splice(0)) pending.reject(err)
@@ -642,12 +755,25 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
   /** Takes every ready message for the receives waiting, in one pass. */
   #drainReceives(): void {
     while (this.#receives.length > 0) {
+      const pending = this.#receives[0]
+      const early = this.#ready.shift()
+      if (early !== undefined) {
+        this.#receives.shift()
+        let message: Message
+        try {
+          message = withinLimits(early, pending.maxFds, pending.maxBytes)
+        } catch (err) {
+          this.#settleReceive(pending, err)
+          continue
+        }
+        this.#settleReceive(pending, undefined, message)
+        continue
+      }
       const handle = this.#native
       if (handle === null) return
-      const pending = this.#receives[0]
       let packed: Buffer | null
       try {
-        packed = handle.tryRecv(held, pending.maxFds, pending.maxBytes)
+        packed = handle.tryRecv(pending.maxFds, pending.maxBytes, READ_AHEAD_MESSAGES)
       } catch (err) {
         this.#receives.shift()
         this.#settleReceive(pending, err)
@@ -658,13 +784,8 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
         continue
       }
       if (packed === null) return
-      this.#receives.shift()
-      // [count, fds..., payload] (see the binding). Wrapped before any other
-      // code runs, so every descriptor has an owner.
-      const count = packed.readInt32LE(0)
-      const fds: ReceivedFd[] = []
-      for (let i = 1; i <= count; i++) fds.push(new ReceivedFd(packed.readInt32LE(4 * i)))
-      this.#settleReceive(pending, undefined, { data: packed.subarray(4 * (count + 1)), fds })
+      // Every message came within this receive's limits; the first is its answer.
+      this.#ready.push(...unpackMessages(packed))
     }
   }
 

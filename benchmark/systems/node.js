@@ -96,7 +96,7 @@ async function fdpassReceiver(variant, mode) {
   let received = 0
   for (;;) {
     const { data, fds } = await channel.recv({ maxFds: 253 })
-    for (const fd of fds) fd.close()
+    fdpass.closeAll(fds)
     received += fds.length
     // A raw-mode stream may merge the last messages' bytes with 'E'.
     if (data[data.length - 1] === E[0]) {

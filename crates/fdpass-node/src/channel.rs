@@ -6,7 +6,6 @@ use napi_derive::napi;
 
 use crate::error::OrThrow;
 use crate::reactor::{Reactor, WatchSlot};
-use crate::registry::FdRegistry;
 use crate::{closed_error, SocketType};
 
 /// Payloads up to this size are copied into memory V8 owns. Larger ones are
@@ -60,8 +59,15 @@ impl NativeChannel {
 
     /// Sends one message; true when it is all with the kernel, false when (part
     /// of) it waits in the queue: then wait writable and `flush`.
+    /// The descriptors are the first `fd_count` of `fds` (the facade reuses one array).
     #[napi]
-    pub fn send(&mut self, env: &Env, data: &[u8], fds: &[i32]) -> Result<bool> {
+    pub fn send(&mut self, env: &Env, data: &[u8], fds: &[i32], fd_count: u32) -> Result<bool> {
+        let fds = fds.get(..fd_count as usize).ok_or_else(|| {
+            crate::error::to_js(
+                env,
+                fdpass::Error::InvalidArgument("fdCount exceeds fds".into()),
+            )
+        })?;
         let status = self.open(env)?.send(data, fds).or_throw(env)?;
         Ok(status == SendStatus::Sent)
     }
@@ -77,40 +83,69 @@ impl NativeChannel {
         self.channel.as_ref().is_some_and(Channel::has_queued)
     }
 
-    /// One message if one is ready, else null, as one buffer: a little-endian
-    /// i32 count, that many descriptor numbers (i32 each), then the payload.
-    /// One allocation and no JavaScript array per message; the facade reads
-    /// the numbers and slices the payload off. The descriptors pass to
-    /// JavaScript, held in `registry`, only once the whole result exists; on
-    /// any failure before that they are closed here.
+    /// The messages ready, up to `max_messages` (see `Channel::try_recv_many`:
+    /// the first judged by these limits, any read ahead within them too), or
+    /// null when none is. All in one buffer, little-endian: an i32 message
+    /// count, then per message an i32 descriptor count, the descriptor
+    /// numbers (i32 each), a u32 payload length and the payload. One
+    /// allocation and no JavaScript object per message; the facade reads the
+    /// numbers and slices the payloads off. The descriptors pass to
+    /// JavaScript, held in this thread's registry, only once the whole result
+    /// exists; on any failure before that they are closed here.
     #[napi(ts_return_type = "Buffer | null")]
     pub fn try_recv<'env>(
         &mut self,
         env: &'env Env,
-        registry: &FdRegistry,
         max_fds: u32,
         max_bytes: f64,
+        max_messages: u32,
     ) -> Result<Option<Either<BufferSlice<'env>, Buffer>>> {
         let opts = RecvOptions {
             max_fds: max_fds as usize,
             max_bytes: max_bytes as usize,
         };
-        let Some(msg) = self.open(env)?.try_recv(opts).or_throw(env)? else {
+        let messages = self
+            .open(env)?
+            .try_recv_many(opts, max_messages.max(1) as usize)
+            .or_throw(env)?;
+        if messages.is_empty() {
             return Ok(None);
-        };
-        let mut packed = Vec::with_capacity(4 * (1 + msg.fds.len()) + msg.data.len());
-        packed.extend_from_slice(&(msg.fds.len() as i32).to_le_bytes());
-        for fd in &msg.fds {
-            packed.extend_from_slice(&fd.as_raw_fd().to_le_bytes());
         }
-        packed.extend_from_slice(&msg.data);
+        let size: usize = messages
+            .iter()
+            .map(|m| 8 + 4 * m.fds.len() + m.data.len())
+            .sum();
+        let mut packed = Vec::with_capacity(4 + size);
+        packed.extend_from_slice(&(messages.len() as i32).to_le_bytes());
+        for m in &messages {
+            packed.extend_from_slice(&(m.fds.len() as i32).to_le_bytes());
+            for fd in &m.fds {
+                packed.extend_from_slice(&fd.as_raw_fd().to_le_bytes());
+            }
+            let len = u32::try_from(m.data.len()).map_err(|_| {
+                crate::error::to_js(
+                    env,
+                    fdpass::Error::MessageTooLarge {
+                        size: m.data.len(),
+                        limit: u32::MAX as usize,
+                    },
+                )
+            })?;
+            packed.extend_from_slice(&len.to_le_bytes());
+            packed.extend_from_slice(&m.data);
+        }
         let result = if packed.len() <= COPY_LIMIT {
             Either::A(BufferSlice::copy_from(env, &packed)?)
         } else {
             Either::B(Buffer::from(packed))
         };
         // Owned by the registry (and the JS objects it backs) from here on.
-        registry.hold(msg.fds.into_iter().map(|fd| fd.into_raw_fd()));
+        crate::registry::hold(
+            messages
+                .into_iter()
+                .flat_map(|m| m.fds)
+                .map(IntoRawFd::into_raw_fd),
+        );
         Ok(Some(result))
     }
 

@@ -17,7 +17,6 @@ pub use channel::NativeChannel;
 use error::OrThrow;
 pub use listener::NativeListener;
 pub use reactor::Reactor;
-pub use registry::FdRegistry;
 
 #[napi(string_enum)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

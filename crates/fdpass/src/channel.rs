@@ -2,7 +2,7 @@ use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use crate::error::{Error, Result};
-use crate::frame::{self, Limits, Message, RecordReassembler, StreamReassembler};
+use crate::frame::{self, Limits, LookAhead, Message, RecordReassembler, StreamReassembler};
 use crate::sys::{self, Recv, Sent};
 use crate::{Mode, SocketType};
 
@@ -11,6 +11,13 @@ const STREAM_READ_CHUNK: usize = 64 * 1024;
 /// Largest receive buffer kept between calls; a raw receive asking for more
 /// gets a buffer of its own for that call.
 const SCRATCH_LIMIT: usize = 1024 * 1024;
+/// What one `try_recv_many` may take beyond its first message: frame bytes
+/// and descriptors. Small enough that read-ahead never holds much the caller
+/// did not ask for yet, large enough to amortise a call over many messages.
+const READ_AHEAD: Limits = Limits {
+    max_fds: 512,
+    max_bytes: 64 * 1024,
+};
 
 /// Receive buffers shared by the channels of a thread. A channel keeps only
 /// the bytes of a message still incomplete, so 10,000 channels waiting cost
@@ -118,6 +125,9 @@ pub struct Channel {
     stream_in: StreamReassembler,
     record_in: RecordReassembler,
     eof: bool,
+    /// An error read-ahead met after it had messages to return: the next
+    /// receive reports it, so it reaches the caller in order.
+    deferred: Option<Error>,
     /// Set while a non-blocking connect is in progress.
     connecting: Option<nix::sys::socket::UnixAddr>,
 }
@@ -159,6 +169,7 @@ impl Channel {
             stream_in: StreamReassembler::default(),
             record_in: RecordReassembler::default(),
             eof: false,
+            deferred: None,
             connecting: None,
         }
     }
@@ -419,6 +430,9 @@ impl Channel {
     /// Receives one message without blocking; `Ok(None)` when none is ready.
     /// `Err(PeerClosed)` at orderly end of stream.
     pub fn try_recv(&mut self, opts: RecvOptions) -> Result<Option<Message>> {
+        if let Some(e) = self.deferred.take() {
+            return Err(e);
+        }
         match self.mode {
             Mode::Raw => self.try_recv_raw(opts),
             Mode::Framed if self.kind == SocketType::Stream => self.try_recv_framed_stream(opts),
@@ -434,6 +448,59 @@ impl Channel {
             }
             sys::wait_ready(self.sock.as_fd(), false)?;
         }
+    }
+
+    /// Receives up to `max_messages` messages without blocking; empty when
+    /// none is ready. The first is exactly what `try_recv` returns (errors
+    /// included). On a framed stream it then reads ahead, taking further
+    /// messages only while each is one whole frame within `opts` and within a
+    /// small budget ([`READ_AHEAD`]); anything else stays buffered for the
+    /// next call to judge under its own limits. A later receive with stricter
+    /// limits must check a message read ahead against them. An error met while
+    /// reading ahead is returned by the next call instead.
+    pub fn try_recv_many(
+        &mut self,
+        opts: RecvOptions,
+        max_messages: usize,
+    ) -> Result<Vec<Message>> {
+        let Some(first) = self.try_recv(opts)? else {
+            return Ok(Vec::new());
+        };
+        let mut room = READ_AHEAD;
+        let mut out = vec![first];
+        if self.mode != Mode::Framed || self.kind != SocketType::Stream {
+            return Ok(out);
+        }
+        let limits = Limits {
+            max_fds: opts.max_fds,
+            max_bytes: opts.max_bytes,
+        };
+        while out.len() < max_messages {
+            match self.stream_in.look_ahead(limits, room) {
+                LookAhead::Whole => match self.next_from_stream(limits) {
+                    Some(Ok(m)) => {
+                        room.max_bytes -= frame::HEADER_LEN + m.data.len();
+                        room.max_fds -= m.fds.len();
+                        out.push(m);
+                    }
+                    Some(Err(e)) => {
+                        self.deferred = Some(e);
+                        break;
+                    }
+                    None => break,
+                },
+                LookAhead::Incomplete if !self.eof => match self.fill_stream() {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => {
+                        self.deferred = Some(e);
+                        break;
+                    }
+                },
+                LookAhead::Incomplete | LookAhead::Other => break,
+            }
+        }
+        Ok(out)
     }
 
     fn try_recv_raw(&mut self, opts: RecvOptions) -> Result<Option<Message>> {
@@ -484,52 +551,68 @@ impl Channel {
             max_bytes: opts.max_bytes,
         };
         loop {
-            if let Some(r) = self.stream_in.next(limits) {
-                if let Err(e) = &r {
-                    if !e.is_recoverable() {
-                        self.stream_in.clear();
-                        self.eof = true;
-                    }
-                }
+            if let Some(r) = self.next_from_stream(limits) {
                 return r.map(Some);
             }
             if self.eof {
                 return Err(Error::PeerClosed);
             }
-            let (sock, stream_in) = (self.sock.as_fd(), &mut self.stream_in);
-            // Every frame may carry the platform's maximum, whatever this caller
-            // accepts: the frame must arrive whole for the stream to stay in step.
-            let got = with_scratch(
-                STREAM_READ_CHUNK,
-                sys::MAX_FDS_PER_SENDMSG,
-                |buf, control| {
-                    sys::recv_with_fds(sock, buf, control).map(|r| match r {
-                        Recv::Got(mut g) => {
-                            stream_in.push(&buf[..g.bytes], std::mem::take(&mut g.fds));
-                            Recv::Got(g)
-                        }
-                        other => other,
-                    })
-                },
-            );
-            let got = match got {
-                Ok(Recv::Got(g)) => g,
-                Ok(Recv::WouldBlock) => return Ok(None),
-                Err(e) => {
-                    self.stream_in.clear();
-                    self.eof = true;
-                    return Err(e);
-                }
-            };
-            if got.bytes == 0 && got.fds.is_empty() {
-                self.eof = true;
-                if self.stream_in.mid_message() {
-                    let fds = self.stream_in.clear();
-                    return Err(Error::ClosedMidMessage { fds });
-                }
-                return Err(Error::PeerClosed);
+            if !self.fill_stream()? {
+                return Ok(None);
             }
         }
+    }
+
+    /// The next message the stream reassembler holds; a violation ends the stream.
+    fn next_from_stream(&mut self, limits: Limits) -> Option<Result<Message>> {
+        let r = self.stream_in.next(limits)?;
+        if let Err(e) = &r {
+            if !e.is_recoverable() {
+                self.stream_in.clear();
+                self.eof = true;
+            }
+        }
+        Some(r)
+    }
+
+    /// One read from a framed stream into its reassembler: true if it got
+    /// bytes, false if the socket would block. End of stream and errors end
+    /// the stream (and close any partly received message).
+    fn fill_stream(&mut self) -> Result<bool> {
+        let (sock, stream_in) = (self.sock.as_fd(), &mut self.stream_in);
+        // Every frame may carry the platform's maximum, whatever this caller
+        // accepts: the frame must arrive whole for the stream to stay in step.
+        let got = with_scratch(
+            STREAM_READ_CHUNK,
+            sys::MAX_FDS_PER_SENDMSG,
+            |buf, control| {
+                sys::recv_with_fds(sock, buf, control).map(|r| match r {
+                    Recv::Got(mut g) => {
+                        stream_in.push(&buf[..g.bytes], std::mem::take(&mut g.fds));
+                        Recv::Got(g)
+                    }
+                    other => other,
+                })
+            },
+        );
+        let got = match got {
+            Ok(Recv::Got(g)) => g,
+            Ok(Recv::WouldBlock) => return Ok(false),
+            Err(e) => {
+                self.stream_in.clear();
+                self.eof = true;
+                return Err(e);
+            }
+        };
+        if got.bytes == 0 && got.fds.is_empty() {
+            self.eof = true;
+            if self.stream_in.mid_message() {
+                let fds = self.stream_in.clear();
+                return Err(Error::ClosedMidMessage { fds });
+            }
+            return Err(Error::PeerClosed);
+        }
+        Ok(true)
     }
 
     fn try_recv_framed_records(&mut self, opts: RecvOptions) -> Result<Option<Message>> {

@@ -222,6 +222,17 @@ impl Partial {
     }
 }
 
+/// What [`StreamReassembler::look_ahead`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookAhead {
+    /// A whole single-frame message within the limits: `next` returns it.
+    Whole,
+    /// Nothing yet, or the start of such a message: read more.
+    Incomplete,
+    /// Anything else: leave it for a receive of its own.
+    Other,
+}
+
 /// A stream reassembler keeps this much buffer capacity for the next message.
 const KEEP_CAPACITY: usize = 64 * 1024;
 
@@ -346,6 +357,41 @@ impl StreamReassembler {
                 return Some(done.finish());
             }
         }
+    }
+
+    /// How the next message stands, judged from what is buffered without
+    /// consuming or judging anything: `Whole` only for a message of one frame
+    /// that is all here, within `limits`, and no larger than `room` (bytes of
+    /// frame, descriptors). Read-ahead takes only such messages, so a message
+    /// it leaves is judged later by the receive that gets to it, under that
+    /// receive's own limits.
+    pub fn look_ahead(&self, limits: Limits, room: Limits) -> LookAhead {
+        if self.header.is_some() || self.partial.is_some() || self.skip > 0 {
+            return LookAhead::Other;
+        }
+        let buffered = &self.buf[self.at..];
+        if buffered.len() < HEADER_LEN {
+            return LookAhead::Incomplete;
+        }
+        let Ok(h) = Header::decode(&buffered[..HEADER_LEN]) else {
+            return LookAhead::Other;
+        };
+        let (fds, len) = (h.fds as usize, h.payload_len as usize);
+        if h.more
+            || h.abort
+            || fds > limits.max_fds.min(room.max_fds)
+            || len > limits.max_bytes
+            || HEADER_LEN + len > room.max_bytes
+        {
+            return LookAhead::Other;
+        }
+        if buffered.len() < HEADER_LEN + len {
+            return LookAhead::Incomplete;
+        }
+        if fds > self.fds.len() {
+            return LookAhead::Other; // a violation, for `next` to report
+        }
+        LookAhead::Whole
     }
 
     /// Descriptors that arrived but that no parsed or partly read header can

@@ -185,6 +185,8 @@ function isFileHandle(value: object): value is FileHandle {
 
 /** The descriptor number an object holds, validated before any system call. */
 function descriptorOf(value: unknown, index: number): number {
+  // The common case first, without building the name an error would need.
+  if (typeof value === 'number' && Number.isInteger(value) && value >= 0 && value <= MAX_FD_NUMBER) return value
   const name = `fds[${index}]`
   if (typeof value === 'number') return validateInteger(name, value, 0, MAX_FD_NUMBER)
   if (value instanceof ReceivedFd) {
@@ -245,26 +247,35 @@ const unclaimed = new FinalizationRegistry<number>((fd) => {
 })
 
 /**
- * ReceivedFds made this turn, registered for finalization only if still
- * unclaimed at the next one: most are closed, taken or converted at once,
- * and registering costs more than the rest of receiving a descriptor. Until
- * then this list keeps them alive, so none can be collected unregistered.
- * A receiver that never waits never reaches the next turn, so the list is
- * also settled whenever it grows long.
+ * ReceivedFds not yet registered for finalization: registering (and then
+ * unregistering) costs more than the rest of receiving a descriptor, and most
+ * are closed, taken or converted at once. So each is registered only if still
+ * unclaimed at the next turn of the loop; until then these lists keep it
+ * alive, so none can be collected unregistered. A receiver that never waits
+ * never reaches the next turn, so every SETTLE_AT descriptors the lists are
+ * also settled, a generation at a time: what was already waiting at the
+ * previous settling is registered, so descriptors read ahead and claimed
+ * soon after are not.
  */
-let unregistered: ReceivedFd[] = []
-const SETTLE_UNREGISTERED_AT = 1024
+let youngUnregistered: ReceivedFd[] = []
+let oldUnregistered: ReceivedFd[] = []
+const SETTLE_AT = 1024
 
 function registerUnclaimed(): void {
-  const batch = unregistered
-  unregistered = []
-  for (const received of batch) registerIfHeld(received)
+  for (const received of oldUnregistered) registerIfHeld(received)
+  for (const received of youngUnregistered) registerIfHeld(received)
+  oldUnregistered = []
+  youngUnregistered = []
 }
 
 function trackUnclaimed(received: ReceivedFd): void {
-  if (unregistered.length === 0) setImmediate(registerUnclaimed)
-  else if (unregistered.length >= SETTLE_UNREGISTERED_AT) registerUnclaimed()
-  unregistered.push(received)
+  if (youngUnregistered.length === 0 && oldUnregistered.length === 0) setImmediate(registerUnclaimed)
+  else if (youngUnregistered.length >= SETTLE_AT) {
+    for (const older of oldUnregistered) registerIfHeld(older)
+    oldUnregistered = youngUnregistered.filter((young) => !young.released)
+    youngUnregistered = []
+  }
+  youngUnregistered.push(received)
 }
 
 /** ReceivedFd's own release, for {@link closeAll}, which closes many at once. */

@@ -87,10 +87,12 @@ impl Watch {
     }
 
     /// Arms the watch for `events` (READABLE | WRITABLE bits) under `token`,
-    /// or stops it with 0. Every wake must be answered by one of the two.
+    /// or with 0 stops wanting wakes (the poll parks: see `Poll::park`, so
+    /// arming again in the same turn costs no system call). Every wake must
+    /// be answered by one of the two.
     fn set(&mut self, token: u32, events: u32) -> fdpass::Result<()> {
         if events == 0 {
-            self.poll.stop();
+            self.poll.park();
         } else {
             self.poll.start(events)?;
         }

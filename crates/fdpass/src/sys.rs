@@ -630,6 +630,7 @@ pub mod uv {
     type PollInit = unsafe extern "C" fn(*mut c_void, *mut c_void, c_int) -> c_int;
     type PollStart = unsafe extern "C" fn(*mut c_void, c_int, PollCallback) -> c_int;
     type PollStop = unsafe extern "C" fn(*mut c_void) -> c_int;
+    type Ref = unsafe extern "C" fn(*mut c_void);
     type Close = unsafe extern "C" fn(*mut c_void, CloseCallback);
     type SetData = unsafe extern "C" fn(*mut c_void, *mut c_void);
     type GetData = unsafe extern "C" fn(*const c_void) -> *mut c_void;
@@ -639,6 +640,8 @@ pub mod uv {
         poll_init: PollInit,
         poll_start: PollStart,
         poll_stop: PollStop,
+        ref_handle: Ref,
+        unref_handle: Ref,
         close: Close,
         set_data: SetData,
         get_data: GetData,
@@ -673,6 +676,8 @@ pub mod uv {
                     c"uv_poll_start",
                 )?),
                 poll_stop: std::mem::transmute::<*mut c_void, PollStop>(symbol(c"uv_poll_stop")?),
+                ref_handle: std::mem::transmute::<*mut c_void, Ref>(symbol(c"uv_ref")?),
+                unref_handle: std::mem::transmute::<*mut c_void, Ref>(symbol(c"uv_unref")?),
                 close: std::mem::transmute::<*mut c_void, Close>(symbol(c"uv_close")?),
                 set_data: std::mem::transmute::<*mut c_void, SetData>(symbol(
                     c"uv_handle_set_data",
@@ -709,6 +714,9 @@ pub mod uv {
         /// Events the handle is started for; 0 when stopped, including when
         /// libuv stopped it itself after an error on the descriptor.
         started: std::cell::Cell<u32>,
+        /// Started but unwanted (see `Poll::park`): unreferenced, and stopped
+        /// by the first readiness it sees instead of calling `on_ready`.
+        parked: std::cell::Cell<bool>,
     }
 
     /// One socket watched on the loop. Dropping it closes the handle; the
@@ -752,6 +760,7 @@ pub mod uv {
                 on_ready: Box::new(on_ready),
                 memory,
                 started: std::cell::Cell::new(0),
+                parked: std::cell::Cell::new(false),
             })));
             // SAFETY: the handle is initialised; its data pointer is ours to set,
             // and the close callback takes the box back.
@@ -764,38 +773,50 @@ pub mod uv {
             })
         }
 
-        fn started(&self) -> &std::cell::Cell<u32> {
+        fn state(&self) -> &State {
             // SAFETY: the State lives until `on_close`, which runs only after
-            // Drop; shared with the callback on this same thread, and a Cell.
-            unsafe { &self.state.as_ref().started }
+            // Drop; shared with the callback on this same thread, through Cells.
+            unsafe { self.state.as_ref() }
         }
 
         /// Watches for `events` (READABLE, WRITABLE or both). A started poll
         /// keeps the loop alive. Starting again for the events it is already
-        /// started for costs nothing; other changes re-register the descriptor
-        /// with the kernel (libuv stops, then starts).
+        /// started (or parked) for costs no system call; other changes
+        /// re-register the descriptor with the kernel.
         pub fn start(&mut self, events: u32) -> Result<()> {
-            if self.started().get() == events {
+            if self.state().parked.replace(false) {
+                // SAFETY: the handle is initialised and not closed (we own it until Drop).
+                unsafe { (self.api.ref_handle)(self.handle.as_ptr()) };
+            }
+            if self.state().started.get() == events {
                 return Ok(());
             }
-            // SAFETY: the handle is initialised and not closed (we own it until Drop).
+            // SAFETY: as above.
             let rc =
                 unsafe { (self.api.poll_start)(self.handle.as_ptr(), events as c_int, on_poll) };
             if rc < 0 {
-                self.started().set(0);
+                self.state().started.set(0);
                 return Err(Error::Sys {
                     syscall: "uv_poll_start",
                     errno: Errno::from_raw(-rc),
                 });
             }
-            self.started().set(events);
+            self.state().started.set(events);
             Ok(())
         }
 
-        pub fn stop(&mut self) {
-            if self.started().replace(0) != 0 {
-                // SAFETY: as in `start`.
-                unsafe { (self.api.poll_stop)(self.handle.as_ptr()) };
+        /// Stops wanting readiness without stopping the poll: it no longer
+        /// keeps the loop alive nor calls `on_ready`, and the first readiness
+        /// it sees stops it. A `start` for the same events before then costs
+        /// nothing. Stopping outright would make libuv remove the descriptor
+        /// from epoll and add it back on the next start: two system calls
+        /// per wait for a caller that waits again in the same turn, as one
+        /// awaiting receive after another does.
+        pub fn park(&mut self) {
+            let state = self.state();
+            if state.started.get() != 0 && !state.parked.replace(true) {
+                // SAFETY: the handle is initialised and not closed (we own it until Drop).
+                unsafe { (self.api.unref_handle)(self.handle.as_ptr()) };
             }
         }
     }
@@ -814,6 +835,16 @@ pub mod uv {
         // `Poll::new`; it is freed only in `on_close`, after the last callback.
         // The loop's thread is the only one touching it.
         let state = unsafe { &mut *(api.get_data)(handle).cast::<State>() };
+        if state.parked.replace(false) {
+            state.started.set(0);
+            // SAFETY: the live handle libuv passed; stopping it from its own
+            // callback is allowed, and it is referenced again for its next start.
+            unsafe {
+                (api.poll_stop)(handle);
+                (api.ref_handle)(handle);
+            }
+            return;
+        }
         let ready = if status < 0 {
             // libuv has stopped the handle; the next start must really start it.
             state.started.set(0);

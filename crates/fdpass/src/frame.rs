@@ -687,4 +687,61 @@ mod tests {
             "held {most} bytes of a rejected 1 MiB message"
         );
     }
+
+    #[test]
+    fn look_ahead_takes_only_whole_single_frame_messages_within_limits() {
+        let frame = |data: &[u8], fds: usize, more: bool| {
+            let header = Header {
+                more,
+                abort: false,
+                fds: fds as u16,
+                payload_len: data.len() as u32,
+            };
+            [header.encode().as_slice(), data].concat()
+        };
+        let room = Limits {
+            max_fds: 512,
+            max_bytes: 64 * 1024,
+        };
+        let mut r = StreamReassembler::default();
+        assert_eq!(r.look_ahead(NO_LIMITS, room), LookAhead::Incomplete);
+
+        let whole = frame(b"hello", 0, false);
+        r.push(&whole[..7], Vec::new());
+        assert_eq!(
+            r.look_ahead(NO_LIMITS, room),
+            LookAhead::Incomplete,
+            "half a header"
+        );
+        r.push(&whole[7..14], Vec::new());
+        assert_eq!(
+            r.look_ahead(NO_LIMITS, room),
+            LookAhead::Incomplete,
+            "half a payload"
+        );
+        r.push(&whole[14..], Vec::new());
+        assert_eq!(r.look_ahead(NO_LIMITS, room), LookAhead::Whole);
+        let tight = Limits {
+            max_fds: 0,
+            max_bytes: 4,
+        };
+        assert_eq!(r.look_ahead(tight, room), LookAhead::Other, "over maxBytes");
+        let small_room = Limits {
+            max_fds: 512,
+            max_bytes: HEADER_LEN + 4,
+        };
+        assert_eq!(
+            r.look_ahead(NO_LIMITS, small_room),
+            LookAhead::Other,
+            "over the budget"
+        );
+        assert_eq!(r.next(NO_LIMITS).unwrap().unwrap().data, b"hello");
+
+        r.push(&frame(b"part", 0, true), Vec::new());
+        assert_eq!(
+            r.look_ahead(NO_LIMITS, room),
+            LookAhead::Other,
+            "a message of several frames"
+        );
+    }
 }

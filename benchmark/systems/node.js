@@ -8,7 +8,9 @@
 //   node node.js SYSTEM throughput SECONDS FDS_PER_MSG -> {"fds":N,"seconds":S}
 //   node node.js SYSTEM pingpong SECONDS               -> {"rttUs":[...]}
 //
-// SYSTEM: fdpass:<framed|raw>:<stream|seqpacket>, node-ipc, usocket.
+// SYSTEM: fdpass:<framed|raw>:<stream|seqpacket>, node-ipc, usocket, and
+// node-net (ping-pong only): one byte each way over a net.Socket on a Unix
+// socket, no descriptors: the floor of any round trip through Node's loop.
 const { fork, spawn } = require('node:child_process')
 const fs = require('node:fs')
 const net = require('node:net')
@@ -266,6 +268,33 @@ function usocketReceive(sock, mode) {
 }
 
 // ---------------------------------------------------------------------------
+// node-net: the event-loop floor. Ping-pong only, no descriptors.
+
+async function nodeNetSender(mode, seconds) {
+  if (mode !== 'pingpong') throw new Error('node-net measures round trips only')
+  const socketPath = path.join(os.tmpdir(), `fdpass-bench-net-${process.pid}.sock`)
+  fs.rmSync(socketPath, { force: true })
+  const server = net.createServer()
+  await new Promise((resolve) => server.listen(socketPath, resolve))
+  const child = spawn(process.execPath, [__filename, '--receiver', 'node-net', mode, socketPath], { stdio: ['ignore', 'inherit', 'inherit'] })
+  const conn = await new Promise((resolve) => server.once('connection', resolve))
+  server.close()
+  let answered = null
+  conn.on('data', () => answered?.())
+  const roundTrip = () => new Promise((resolve) => ((answered = resolve), conn.write(M)))
+  const result = await drive(mode, seconds, 1, { roundTrip, finish: async () => conn.end() })
+  await new Promise((resolve) => child.once('exit', resolve))
+  fs.rmSync(socketPath, { force: true })
+  return result
+}
+
+function nodeNetReceiver(socketPath) {
+  const sock = net.connect(socketPath)
+  sock.on('data', () => sock.write(ACK))
+  sock.on('end', () => sock.end())
+}
+
+// ---------------------------------------------------------------------------
 
 async function main() {
   const [system, mode, ...rest] = process.argv.slice(2)
@@ -274,6 +303,7 @@ async function main() {
     if (name.startsWith('fdpass:')) return fdpassReceiver(name, receiverMode)
     if (name === 'node-ipc') return nodeIpcReceiver(receiverMode)
     if (name === 'usocket') return usocketReceiver(receiverMode, extra)
+    if (name === 'node-net') return nodeNetReceiver(extra)
     throw new Error(`unknown receiver ${name}`)
   }
   const seconds = Number(rest[0])
@@ -282,6 +312,7 @@ async function main() {
   if (system.startsWith('fdpass:')) result = await fdpassSender(system, mode, seconds, perMsg)
   else if (system === 'node-ipc') result = await nodeIpcSender(mode, seconds, perMsg)
   else if (system === 'usocket') result = await usocketSender(mode, seconds, perMsg)
+  else if (system === 'node-net') result = await nodeNetSender(mode, seconds)
   else throw new Error(`unknown system ${system}`)
   report(result)
 }

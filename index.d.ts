@@ -157,8 +157,8 @@ export declare class Channel extends EventEmitter implements AsyncIterable<Messa
     [Symbol.asyncIterator](): AsyncGenerator<Message, void, undefined>;
     /**
      * Closes the channel. Pending receives and sends reject with
-     * `ERR_FDPASS_CLOSED`; queued messages and partly received ones are dropped
-     * and their descriptors closed.
+     * `ERR_FDPASS_CLOSED`; queued messages, messages read ahead and partly
+     * received ones are dropped and their descriptors closed.
      */
     close(): void;
     [Symbol.dispose](): void;

@@ -714,8 +714,8 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
 
   /**
    * Closes the channel. Pending receives and sends reject with
-   * `ERR_FDPASS_CLOSED`; queued messages and partly received ones are dropped
-   * and their descriptors closed.
+   * `ERR_FDPASS_CLOSED`; queued messages, messages read ahead and partly
+   * received ones are dropped and their descriptors closed.
    */
   close(): void {
     const handle = this.#native

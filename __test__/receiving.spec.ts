@@ -53,6 +53,7 @@ test.serial('a message read ahead is judged by the limits of the receive that ge
 test.serial('a message over the first receive’s limits is left for the receive that reaches it', async (t) => {
   const [a, b] = socketPair()
   const fds = openDevNull(3)
+  const base = fdCount()
   await sendAll(a, [
     { data: 'plain', fds: [] },
     { data: 'three', fds },
@@ -65,6 +66,7 @@ test.serial('a message over the first receive’s limits is left for the receive
   t.is(withFds.fds.length, 3)
   closeAll(withFds.fds)
   t.is((await b.recv({ maxFds: 0 })).data.length, 1000)
+  t.is(fdCount(), base, 'nothing received stayed open')
   a.close()
   b.close()
   for (const fd of fds) closeSync(fd)

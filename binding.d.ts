@@ -37,9 +37,12 @@ export declare class NativeChannel {
    * allocation and no JavaScript object per message; the facade reads the
    * numbers and slices the payloads off. The descriptors pass to
    * JavaScript, held in this thread's registry, only once the whole result
-   * exists; on any failure before that they are closed here.
+   * exists; on any failure before that they are closed here. `woken` says
+   * the socket was just reported readable; without it, a channel whose
+   * reads before waiting keep finding nothing may skip the read and give
+   * null (see `Readiness`).
    */
-  tryRecv(maxFds: number, maxBytes: number, maxMessages: number): Buffer | null
+  tryRecv(maxFds: number, maxBytes: number, maxMessages: number, woken: boolean): Buffer | null
   /**
    * Arms the socket's watch for `events` (1 readable, 2 writable, 3 both),
    * or disarms it with 0: when ready, `reactor` calls `wake(token * 4 + ready)`

@@ -590,7 +590,7 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
     this.#watch = new Watch(
       (reactor, token, events) => handle.watch(reactor, token, events),
       (ready) => {
-        if (ready & READABLE) this.#drainReceives()
+        if (ready & READABLE) this.#drainReceives(true)
         if (ready & WRITABLE) this.#flushSends()
       },
       () => this.#rewatch(),
@@ -691,7 +691,7 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
         signal.addEventListener('abort', pending.onAbort, { once: true })
       }
       this.#receives.push(pending)
-      this.#drainReceives()
+      this.#drainReceives(false)
       this.#rewatch()
     })
   }
@@ -763,8 +763,12 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
     }
   }
 
-  /** Takes every ready message for the receives waiting, in one pass. */
-  #drainReceives(): void {
+  /**
+   * Takes every ready message for the receives waiting, in one pass.
+   * `woken`: the loop just reported the socket readable, so the first native
+   * receive must read; otherwise it may predict an empty socket and skip.
+   */
+  #drainReceives(woken: boolean): void {
     while (this.#receives.length > 0) {
       const pending = this.#receives[0]
       const early = this.#ready.shift()
@@ -783,8 +787,10 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
       const handle = this.#native
       if (handle === null) return
       let packed: Buffer | null
+      const reportedReadable = woken
+      woken = false
       try {
-        packed = handle.tryRecv(pending.maxFds, pending.maxBytes, READ_AHEAD_MESSAGES)
+        packed = handle.tryRecv(pending.maxFds, pending.maxBytes, READ_AHEAD_MESSAGES, reportedReadable)
       } catch (err) {
         this.#receives.shift()
         this.#settleReceive(pending, err)

@@ -1,6 +1,6 @@
 use std::os::fd::{AsFd, AsRawFd, IntoRawFd};
 
-use fdpass::{Channel, RecvOptions, SendStatus};
+use fdpass::{Channel, Readiness, RecvOptions, SendStatus};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
@@ -91,7 +91,10 @@ impl NativeChannel {
     /// allocation and no JavaScript object per message; the facade reads the
     /// numbers and slices the payloads off. The descriptors pass to
     /// JavaScript, held in this thread's registry, only once the whole result
-    /// exists; on any failure before that they are closed here.
+    /// exists; on any failure before that they are closed here. `woken` says
+    /// the socket was just reported readable; without it, a channel whose
+    /// reads before waiting keep finding nothing may skip the read and give
+    /// null (see `Readiness`).
     #[napi(ts_return_type = "Buffer | null")]
     pub fn try_recv<'env>(
         &mut self,
@@ -99,6 +102,7 @@ impl NativeChannel {
         max_fds: u32,
         max_bytes: f64,
         max_messages: u32,
+        woken: bool,
     ) -> Result<Option<Either<BufferSlice<'env>, Buffer>>> {
         let opts = RecvOptions {
             max_fds: max_fds as usize,
@@ -106,7 +110,15 @@ impl NativeChannel {
         };
         let messages = self
             .open(env)?
-            .try_recv_many(opts, max_messages.max(1) as usize)
+            .try_recv_many(
+                opts,
+                max_messages.max(1) as usize,
+                if woken {
+                    Readiness::Reported
+                } else {
+                    Readiness::Unknown
+                },
+            )
             .or_throw(env)?;
         if messages.is_empty() {
             return Ok(None);

@@ -19,6 +19,53 @@ const READ_AHEAD: Limits = Limits {
     max_bytes: 64 * 1024,
 };
 
+/// Where a receive comes from: whether the event loop has just reported the
+/// socket readable, or the caller tries before waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// The event loop reported the socket readable.
+    Reported,
+    /// Nothing is known: a receive tried before waiting.
+    Unknown,
+}
+
+/// Predicts, for one kind of read, that the socket is empty, from how the
+/// last reads of that kind went. After [`MISSES_BEFORE_SKIPPING`] reads in a
+/// row found nothing it advises skipping the read (the caller waits for
+/// readiness instead), except every [`PROBE_EVERY`]th time. Request/response
+/// traffic thus stops paying a recvmsg that says EAGAIN before every wait,
+/// and a sender that runs ahead is noticed within a few calls.
+#[derive(Debug, Default, Clone, Copy)]
+struct EmptyPredictor {
+    misses: u8,
+    skipped: u8,
+}
+
+const MISSES_BEFORE_SKIPPING: u8 = 2;
+const PROBE_EVERY: u8 = 8;
+
+impl EmptyPredictor {
+    fn worth_reading(&mut self) -> bool {
+        if self.misses < MISSES_BEFORE_SKIPPING {
+            return true;
+        }
+        self.skipped += 1;
+        if self.skipped < PROBE_EVERY {
+            return false;
+        }
+        self.skipped = 0;
+        true
+    }
+
+    fn record(&mut self, found: bool) {
+        self.misses = if found {
+            0
+        } else {
+            self.misses.saturating_add(1)
+        };
+    }
+}
+
 /// Receive buffers shared by the channels of a thread. A channel keeps only
 /// the bytes of a message still incomplete, so 10,000 channels waiting cost
 /// no read buffer each. Both only grow; each call uses the prefix it needs.
@@ -128,6 +175,10 @@ pub struct Channel {
     /// An error read-ahead met after it had messages to return: the next
     /// receive reports it, so it reaches the caller in order.
     deferred: Option<Error>,
+    /// Whether a receive tried before waiting will find anything.
+    unprompted_reads: EmptyPredictor,
+    /// Whether reading ahead after a first message will find anything.
+    read_ahead_reads: EmptyPredictor,
     /// Set while a non-blocking connect is in progress.
     connecting: Option<nix::sys::socket::UnixAddr>,
 }
@@ -170,6 +221,8 @@ impl Channel {
             record_in: RecordReassembler::default(),
             eof: false,
             deferred: None,
+            unprompted_reads: EmptyPredictor::default(),
+            read_ahead_reads: EmptyPredictor::default(),
             connecting: None,
         }
     }
@@ -458,12 +511,26 @@ impl Channel {
     /// next call to judge under its own limits. A later receive with stricter
     /// limits must check a message read ahead against them. An error met while
     /// reading ahead is returned by the next call instead.
+    ///
+    /// With `Readiness::Unknown`, and while reads without a readiness report
+    /// keep finding nothing, it may return empty without a system call: the
+    /// caller waits for readiness as it would after EAGAIN. Read-ahead is
+    /// paced the same way. Neither ever skips what is already buffered.
     pub fn try_recv_many(
         &mut self,
         opts: RecvOptions,
         max_messages: usize,
+        readiness: Readiness,
     ) -> Result<Vec<Message>> {
-        let Some(first) = self.try_recv(opts)? else {
+        let predicted = readiness == Readiness::Unknown && self.starts_with_read();
+        if predicted && !self.unprompted_reads.worth_reading() {
+            return Ok(Vec::new());
+        }
+        let first = self.try_recv(opts)?;
+        if predicted {
+            self.unprompted_reads.record(first.is_some());
+        }
+        let Some(first) = first else {
             return Ok(Vec::new());
         };
         let mut room = READ_AHEAD;
@@ -475,6 +542,7 @@ impl Channel {
             max_fds: opts.max_fds,
             max_bytes: opts.max_bytes,
         };
+        let mut first_read = true;
         while out.len() < max_messages {
             match self.stream_in.look_ahead(limits, room) {
                 LookAhead::Whole => match self.next_from_stream(limits) {
@@ -489,18 +557,46 @@ impl Channel {
                     }
                     None => break,
                 },
-                LookAhead::Incomplete if !self.eof => match self.fill_stream() {
-                    Ok(true) => {}
-                    Ok(false) => break,
-                    Err(e) => {
-                        self.deferred = Some(e);
+                LookAhead::Incomplete if !self.eof => {
+                    // Only a call's first read ahead is predicted: once one
+                    // finds bytes, the peer is ahead and more reads pay.
+                    let paced = std::mem::take(&mut first_read);
+                    if paced && !self.read_ahead_reads.worth_reading() {
                         break;
                     }
-                },
+                    let filled = self.fill_stream();
+                    if paced {
+                        self.read_ahead_reads.record(matches!(filled, Ok(true)));
+                    }
+                    match filled {
+                        Ok(true) => {}
+                        Ok(false) => break,
+                        Err(e) => {
+                            self.deferred = Some(e);
+                            break;
+                        }
+                    }
+                }
                 LookAhead::Incomplete | LookAhead::Other => break,
             }
         }
         Ok(out)
+    }
+
+    /// Whether `try_recv` would begin with a system call rather than with
+    /// what is already buffered or known.
+    fn starts_with_read(&self) -> bool {
+        if self.deferred.is_some() || self.eof {
+            return false;
+        }
+        match self.mode {
+            Mode::Framed if self.kind == SocketType::Stream => matches!(
+                self.stream_in
+                    .look_ahead(Limits::UNBOUNDED, Limits::UNBOUNDED),
+                LookAhead::Incomplete
+            ),
+            _ => true,
+        }
     }
 
     fn try_recv_raw(&mut self, opts: RecvOptions) -> Result<Option<Message>> {

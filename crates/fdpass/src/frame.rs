@@ -154,6 +154,14 @@ pub struct Limits {
     pub max_bytes: usize,
 }
 
+impl Limits {
+    /// No limit: for asking what is buffered, whatever a receive accepts.
+    pub const UNBOUNDED: Limits = Limits {
+        max_fds: usize::MAX,
+        max_bytes: usize::MAX,
+    };
+}
+
 /// A message under assembly.
 #[derive(Debug, Default)]
 struct Partial {

@@ -14,7 +14,9 @@ pub mod frame;
 mod listener;
 pub mod sys;
 
-pub use channel::{Channel, RecvOptions, SendStatus, DEFAULT_MAX_BYTES, DEFAULT_RAW_MAX_BYTES};
+pub use channel::{
+    Channel, Readiness, RecvOptions, SendStatus, DEFAULT_MAX_BYTES, DEFAULT_RAW_MAX_BYTES,
+};
 pub use error::{Error, Result};
 
 /// An empty descriptor list for `send` calls that carry only bytes.

@@ -4,7 +4,8 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use fdpass::{
-    sys, Address, Channel, Error, Mode, RecvOptions, SendStatus, SocketType, MAX_FDS_PER_SENDMSG,
+    sys, Address, Channel, Error, Mode, Readiness, RecvOptions, SendStatus, SocketType,
+    MAX_FDS_PER_SENDMSG, NO_FDS,
 };
 use support::*;
 
@@ -536,6 +537,69 @@ fn orderly_close_ends_the_channel() {
             );
         }
     }
+}
+
+fn payloads(messages: Vec<fdpass::Message>) -> Vec<Vec<u8>> {
+    messages.into_iter().map(|m| m.data).collect()
+}
+
+#[test]
+fn receives_that_keep_finding_nothing_wait_for_readiness_but_never_skip_what_is_buffered() {
+    let _g = serial();
+    for kind in [SocketType::Stream, SocketType::SeqPacket] {
+        for mode in [Mode::Raw, Mode::Framed] {
+            let (mut a, mut b) = pair(kind, mode);
+            let opts = RecvOptions::default();
+            // Request/response: nothing is there twice in a row before waiting.
+            for _ in 0..2 {
+                assert!(b
+                    .try_recv_many(opts, 64, Readiness::Unknown)
+                    .unwrap()
+                    .is_empty());
+            }
+            a.send(b"x", &NO_FDS).unwrap();
+            // Predicted empty, so no read: the caller would wait for readiness...
+            assert!(
+                b.try_recv_many(opts, 64, Readiness::Unknown)
+                    .unwrap()
+                    .is_empty(),
+                "{kind:?} {mode:?}"
+            );
+            // ...which reports the socket readable, and that receive reads.
+            let got = b.try_recv_many(opts, 64, Readiness::Reported).unwrap();
+            assert_eq!(payloads(got), [b"x".to_vec()], "{kind:?} {mode:?}");
+
+            // A sender running ahead is noticed without any readiness report.
+            a.send(b"y", &NO_FDS).unwrap();
+            let found = (0..8).find_map(|_| {
+                let got = b.try_recv_many(opts, 64, Readiness::Unknown).unwrap();
+                (!got.is_empty()).then_some(got)
+            });
+            assert_eq!(
+                found.map(payloads),
+                Some(vec![b"y".to_vec()]),
+                "{kind:?} {mode:?}"
+            );
+        }
+    }
+
+    // A whole message already buffered is returned even while reads are
+    // predicted empty: only the system call is ever skipped.
+    let (mut a, mut b) = pair(SocketType::Stream, Mode::Framed);
+    let opts = RecvOptions::default();
+    for _ in 0..2 {
+        assert!(b
+            .try_recv_many(opts, 64, Readiness::Unknown)
+            .unwrap()
+            .is_empty());
+    }
+    a.send(b"one", &NO_FDS).unwrap();
+    a.send(b"two", &NO_FDS).unwrap();
+    // One read takes both frames (no descriptors, so the kernel merges them).
+    let got = b.try_recv_many(opts, 1, Readiness::Reported).unwrap();
+    assert_eq!(payloads(got), [b"one".to_vec()]);
+    let got = b.try_recv_many(opts, 64, Readiness::Unknown).unwrap();
+    assert_eq!(payloads(got), [b"two".to_vec()]);
 }
 
 #[test]

@@ -69,8 +69,10 @@ export declare class NativeListener {
 
 /**
  * The wait host of one JavaScript environment. The facade makes one at load
- * and passes `wake(token * 4 + ready)`, which the reactor calls, on the
- * JavaScript thread, once for each armed watch whose socket became ready.
+ * and passes `wake(token * 4 + ready)` (one number, so a wake allocates
+ * nothing on the JavaScript heap), which the reactor calls, from the loop,
+ * once for each armed watch whose socket became ready. What keeps the
+ * process alive is a started poll, exactly while someone waits.
  */
 export declare class Reactor {
   constructor(wake: (tokenTimesFourPlusReady: number) => void)

@@ -191,3 +191,46 @@ test.serial('a watch wakes once per arming, never while the socket is idle', asy
   b.close()
   t.is(await settledFdCount(before), before)
 })
+
+test.serial('a wake runs its promise reactions before the loop goes on, as Node’s own callbacks do', async (t) => {
+  const order: string[] = []
+  let woken: () => void = () => {}
+  const done = new Promise<void>((resolve) => (woken = resolve))
+  const reactor = new native.Reactor(() => {
+    setImmediate(() => {
+      order.push('immediate queued by the wake')
+      woken()
+    })
+    void Promise.resolve().then(() => order.push('reaction queued by the wake'))
+  })
+  const [a, b] = native.socketPair('stream' as Native.SocketType, 'framed' as Native.ChannelMode)
+  b.watch(reactor, 1, 1)
+  a.send(Buffer.from('x'), new Int32Array(0), 0)
+  await done
+  t.deepEqual(order, ['reaction queued by the wake', 'immediate queued by the wake'])
+  b.watch(reactor, 1, 0)
+  a.close()
+  b.close()
+})
+
+test.serial('an exception thrown by a wake reaches uncaughtException', async (t) => {
+  const binding = join(__dirname, '..', '..', 'binding.js')
+  const child = spawn(
+    process.execPath,
+    [
+      '-e',
+      `const native = require(${JSON.stringify(binding)})
+      process.on('uncaughtException', (err) => { console.log('uncaught: ' + err.message); process.exit(0) })
+      const reactor = new native.Reactor(() => { throw new Error('thrown by the wake') })
+      const [a, b] = native.socketPair('stream', 'framed')
+      b.watch(reactor, 1, 1)
+      a.send(Buffer.from('x'), new Int32Array(0), 0)`,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  )
+  let stdout = ''
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve))
+  t.is(stdout.trim(), 'uncaught: thrown by the wake')
+  t.is(code, 0)
+})

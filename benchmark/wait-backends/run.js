@@ -1,8 +1,8 @@
 'use strict'
 // Compares ways fdpass can wait for a socket (docs/WAITING.md): what the addon
-// ships (a one-shot uv_poll_t on Node's loop, readiness relayed to JavaScript
-// through one threadsafe function) against a bare uv_poll_t calling JavaScript
-// directly, and the same relay in C. With FDPASS_TOKIO_ADDON set to the addon
+// ships (a one-shot uv_poll_t on Node's loop calling JavaScript directly in a
+// callback scope) against a bare C uv_poll_t doing the same, and one relaying
+// through a threadsafe function as fdpass did before. With FDPASS_TOKIO_ADDON set to the addon
 // built at commit 3acca98 (tokio AsyncFd on one reactor thread, the backend
 // fdpass had before), that joins the comparison too.
 // Two processes; latency is a ping-pong carrying one descriptor out
@@ -24,12 +24,42 @@ process.env.FDPASS_UVPOLL = uvpollPath
 const BACKENDS = process.env.FDPASS_BACKENDS?.split(',') ?? ['fdpass', 'uv_poll', 'uv_poll+tsfn', ...(process.env.FDPASS_TOKIO_ADDON ? ['tokio'] : [])]
 const READABLE = 1
 const WRITABLE = 2
-const registries = new Map()
-const registryOf = (native) => {
-  if (!registries.has(native)) registries.set(native, new native.FdRegistry())
-  return registries.get(native)
-}
 const NO_FDS = new Int32Array(0)
+
+// The native calls each backend's addon takes: the shipped binding, or the one
+// at commit 3acca98 (tokio), which held received descriptors in a registry
+// object and took no counts. Both receive as { data, fds } here.
+const apis = new Map()
+function apiOf(backend) {
+  if (apis.has(backend)) return apis.get(backend)
+  const native = addonFor(backend)
+  let api
+  if (backend === 'tokio') {
+    const registry = new native.FdRegistry()
+    api = {
+      tryRecv: (channel) => channel.tryRecv(registry, 253, 65536),
+      close: (fd) => registry.close(fd),
+      send: (channel, data, fds) => channel.send(data, fds),
+    }
+  } else {
+    api = {
+      // One message per call, always reading: this measures waiting, not read-ahead.
+      tryRecv: (channel) => unpackOne(channel.tryRecv(253, 65536, 1, true)),
+      close: (fd) => native.closeHeld(fd),
+      send: (channel, data, fds) => channel.send(data, fds, fds.length),
+    }
+  }
+  apis.set(backend, api)
+  return api
+}
+
+// [messages = 1][fd count][fds...][payload length][payload]
+function unpackOne(packed) {
+  if (packed === null) return null
+  const count = packed.readInt32LE(4)
+  const fds = Array.from({ length: count }, (_, i) => packed.readInt32LE(8 + 4 * i))
+  return { data: packed.subarray(12 + 4 * count), fds }
+}
 
 function buildUvPoll() {
   const include = path.join(path.dirname(process.execPath), '..', 'include', 'node')
@@ -74,45 +104,33 @@ function shippedReactor() {
   return reactor
 }
 
-// The shipped binding returns one buffer, [count, fds..., payload]; the
-// tokio one (commit 3acca98) returns { data, fds }. Both become { data, fds }.
-function tryRecv(channel, registry, backend) {
-  if (backend === 'tokio') return channel.tryRecv(registry, 253, 65536)
-  const packed = channel.tryRecv(registry, 253, 65536)
-  if (packed === null) return null
-  const count = packed.readInt32LE(0)
-  const fds = Array.from({ length: count }, (_, i) => packed.readInt32LE(4 * (i + 1)))
-  return { data: packed.subarray(4 * (count + 1)), fds }
-}
-
 function receiver(channel, wait, backend) {
-  const registry = registryOf(addonFor(backend))
+  const api = apiOf(backend)
   return function recv(done) {
-    const message = tryRecv(channel, registry, backend)
+    const message = api.tryRecv(channel)
     if (message !== null) return done(message)
     wait.readable(() => recv(done))
   }
 }
 
 function child(role, backend) {
-  const native = addonFor(backend)
-  const registry = registryOf(native)
-  const channel = native.adoptChannel(3, 'framed')
+  const api = apiOf(backend)
+  const channel = addonFor(backend).adoptChannel(3, 'framed')
   const wait = waiter(channel, backend)
   const reply = new Uint8Array(8)
   let received = 0
   // Drains everything ready in one pass, then waits: how the facade behaves.
   const drain = () => {
     for (;;) {
-      const message = tryRecv(channel, registry, backend)
+      const message = api.tryRecv(channel)
       if (message === null) return wait.readable(drain)
-      for (const fd of message.fds) registry.close(fd)
+      for (const fd of message.fds) api.close(fd)
       if (message.data.length === 0) {
         process.send?.(received)
         return process.exit(0)
       }
       received++
-      if (role === 'echo' && !channel.send(reply, NO_FDS)) throw new Error('reply queued')
+      if (role === 'echo' && !api.send(channel, reply, NO_FDS)) throw new Error('reply queued')
     }
   }
   drain()
@@ -138,7 +156,7 @@ async function latency(backend, roundTrips) {
     const next = () => {
       if (times.length === roundTrips) return resolve()
       started = process.hrtime.bigint()
-      if (!mine.send(payload, passed)) throw new Error('send queued')
+      if (!apiOf(backend).send(mine, payload, passed)) throw new Error('send queued')
       recv(() => {
         times.push(Number(process.hrtime.bigint() - started) / 1000)
         next()
@@ -146,7 +164,7 @@ async function latency(backend, roundTrips) {
     }
     next()
   })
-  mine.send(new Uint8Array(0), NO_FDS)
+  apiOf(backend).send(mine, new Uint8Array(0), NO_FDS)
   await exited
   mine.close()
   fs.closeSync(passed[0])
@@ -165,7 +183,7 @@ async function throughput(backend, count) {
     const pump = () => {
       while (sent < count) {
         sent++
-        if (!mine.send(payload, passed)) return wait.writable(flush)
+        if (!apiOf(backend).send(mine, payload, passed)) return wait.writable(flush)
       }
       resolve()
     }
@@ -176,7 +194,7 @@ async function throughput(backend, count) {
     }
     pump()
   })
-  mine.send(new Uint8Array(0), NO_FDS)
+  apiOf(backend).send(mine, new Uint8Array(0), NO_FDS)
   const flushEnd = () => new Promise((resolve) => {
     const go = () => {
       mine.flush()

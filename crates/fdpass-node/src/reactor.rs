@@ -1,32 +1,31 @@
 //! Hosts the waits on Node's own event loop: each socket that said EAGAIN is
-//! watched by a `uv_poll_t`, and readiness reaches JavaScript through one relay
-//! (a threadsafe function, called on the loop's own thread) per JavaScript
-//! environment. No thread is started and none is blocked per
-//! pending operation. docs/WAITING.md records the measurement behind this.
+//! watched by a `uv_poll_t`, whose callback calls JavaScript directly (in a
+//! callback scope, as Node's own completions do). No thread is started and
+//! none is blocked per pending operation. docs/WAITING.md records the
+//! measurements behind this.
 
 use std::cell::Cell;
 use std::os::fd::BorrowedFd;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
-use fdpass::sys::uv::{Loop, Poll};
+use fdpass::sys::uv::{HostHandle, JsCallback, Loop, Poll};
 use napi::bindgen_prelude::*;
-use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 
 use crate::error::OrThrow;
 
-/// `wake(token * 4 + ready)` in JavaScript: one number, so a wake allocates
-/// nothing on the JavaScript heap. Weak: what keeps the process alive is a
-/// started poll, exactly while someone waits.
-type Relay = ThreadsafeFunction<f64, (), f64, Status, false, true>;
-
 /// The wait host of one JavaScript environment. The facade makes one at load
-/// and passes `wake(token * 4 + ready)`, which the reactor calls, on the
-/// JavaScript thread, once for each armed watch whose socket became ready.
+/// and passes `wake(token * 4 + ready)` (one number, so a wake allocates
+/// nothing on the JavaScript heap), which the reactor calls, from the loop,
+/// once for each armed watch whose socket became ready. What keeps the
+/// process alive is a started poll, exactly while someone waits.
 #[napi]
 pub struct Reactor {
     event_loop: Loop,
-    relay: Rc<Relay>,
+    /// Owned here, so the environment's finalization of the reactor releases
+    /// it while the environment lives; watches only borrow it, and a watch
+    /// outliving it (at teardown) wakes nobody.
+    wake: Rc<JsCallback>,
 }
 
 #[napi]
@@ -42,14 +41,15 @@ impl Reactor {
                 fdpass::Error::Unsupported("this runtime has no libuv loop"),
             )
         })?;
-        let relay = wake
-            .build_threadsafe_function()
-            .callee_handled::<false>()
-            .weak::<true>()
-            .build()?;
+        let handles = HostHandle::from_host(env.raw().cast())
+            .zip(HostHandle::from_host(wake.value().value.cast()));
+        let Some((env_handle, wake_handle)) = handles else {
+            return Err(Error::from_reason("no Node-API environment or function"));
+        };
+        let wake = JsCallback::new(env_handle, wake_handle, "fdpass:wake").or_throw(&env)?;
         Ok(Reactor {
             event_loop,
-            relay: Rc::new(relay),
+            wake: Rc::new(wake),
         })
     }
 }
@@ -75,12 +75,12 @@ impl Watch {
         let owed = Rc::new(Cell::new(false));
         let token = Rc::new(Cell::new(0));
         let (wake_owed, wake_token) = (Rc::clone(&owed), Rc::clone(&token));
-        let relay = Rc::clone(&reactor.relay);
+        let wake: Weak<JsCallback> = Rc::downgrade(&reactor.wake);
         let poll = Poll::new(reactor.event_loop, fd, move |ready| {
             if wake_owed.replace(false) {
-                let wake = f64::from(wake_token.get()) * 4.0 + f64::from(ready);
-                // Fails only once the environment is tearing down; nobody waits then.
-                let _ = relay.call(wake, ThreadsafeFunctionCallMode::NonBlocking);
+                if let Some(wake) = wake.upgrade() {
+                    wake.call(f64::from(wake_token.get()) * 4.0 + f64::from(ready));
+                }
             }
         })?;
         Ok(Watch { poll, owed, token })

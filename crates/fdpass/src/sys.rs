@@ -606,7 +606,7 @@ pub fn file_identity(path: &std::path::Path) -> Result<(u64, u64)> {
 /// here depends on the layout of libuv's structs.
 #[cfg(feature = "uv")]
 pub mod uv {
-    use std::ffi::{c_int, c_void, CStr};
+    use std::ffi::{c_char, c_int, c_void, CStr};
     use std::os::fd::{AsRawFd, BorrowedFd};
     use std::ptr::NonNull;
     use std::sync::OnceLock;
@@ -708,7 +708,9 @@ pub mod uv {
     /// What the handle's data pointer owns; freed by the close callback, since
     /// libuv may call back until the handle is closed.
     struct State {
-        on_ready: Box<dyn FnMut(u32)>,
+        /// `Fn`, called through a shared reference: it may run JavaScript,
+        /// which may start, park or drop this same poll.
+        on_ready: Box<dyn Fn(u32)>,
         /// The handle's memory, in 16-byte units so it is aligned for any field.
         memory: *mut [u128],
         /// Events the handle is started for; 0 when stopped, including when
@@ -737,7 +739,7 @@ pub mod uv {
         pub fn new(
             event_loop: Loop,
             fd: BorrowedFd<'_>,
-            on_ready: impl FnMut(u32) + 'static,
+            on_ready: impl Fn(u32) + 'static,
         ) -> Result<Poll> {
             let api = api()?;
             // SAFETY: plain query of a size; UV_POLL is a valid handle type.
@@ -833,8 +835,9 @@ pub mod uv {
         let Ok(api) = api() else { return };
         // SAFETY: libuv passes the live handle whose data is the State set in
         // `Poll::new`; it is freed only in `on_close`, after the last callback.
-        // The loop's thread is the only one touching it.
-        let state = unsafe { &mut *(api.get_data)(handle).cast::<State>() };
+        // The loop's thread is the only one touching it. Shared: `on_ready`
+        // may reach `Poll::start`/`park`, which read it too (through Cells).
+        let state = unsafe { &*(api.get_data)(handle).cast::<State>() };
         if state.parked.replace(false) {
             state.started.set(0);
             // SAFETY: the live handle libuv passed; stopping it from its own
@@ -862,6 +865,227 @@ pub mod uv {
         unsafe {
             let state = Box::from_raw((api.get_data)(handle).cast::<State>());
             drop(Box::from_raw(state.memory));
+        }
+    }
+
+    // The Node-API functions used to call JavaScript from a loop callback,
+    // with their C signatures from node_api.h (Node-API 1 and 3). Opaque
+    // handles are pointers; `napi_status` is a C enum, 0 for `napi_ok`.
+    type Status = c_int;
+    type Env = *mut c_void;
+    type Value = *mut c_void;
+    type Reference = *mut c_void;
+    type Scope = *mut c_void;
+    type AsyncContext = *mut c_void;
+    const NAPI_OK: Status = 0;
+
+    type OpenHandleScope = unsafe extern "C" fn(Env, *mut Scope) -> Status;
+    type CloseHandleScope = unsafe extern "C" fn(Env, Scope) -> Status;
+    type CreateReference = unsafe extern "C" fn(Env, Value, u32, *mut Reference) -> Status;
+    type DeleteReference = unsafe extern "C" fn(Env, Reference) -> Status;
+    type GetReferenceValue = unsafe extern "C" fn(Env, Reference, *mut Value) -> Status;
+    type CreateObject = unsafe extern "C" fn(Env, *mut Value) -> Status;
+    type CreateStringUtf8 = unsafe extern "C" fn(Env, *const c_char, usize, *mut Value) -> Status;
+    type CreateDouble = unsafe extern "C" fn(Env, f64, *mut Value) -> Status;
+    type AsyncInit = unsafe extern "C" fn(Env, Value, Value, *mut AsyncContext) -> Status;
+    type AsyncDestroy = unsafe extern "C" fn(Env, AsyncContext) -> Status;
+    type MakeCallback = unsafe extern "C" fn(
+        Env,
+        AsyncContext,
+        Value,
+        Value,
+        usize,
+        *const Value,
+        *mut Value,
+    ) -> Status;
+    type IsExceptionPending = unsafe extern "C" fn(Env, *mut bool) -> Status;
+    type GetAndClearLastException = unsafe extern "C" fn(Env, *mut Value) -> Status;
+    type FatalException = unsafe extern "C" fn(Env, Value) -> Status;
+
+    struct NodeApi {
+        open_handle_scope: OpenHandleScope,
+        close_handle_scope: CloseHandleScope,
+        create_reference: CreateReference,
+        delete_reference: DeleteReference,
+        get_reference_value: GetReferenceValue,
+        create_object: CreateObject,
+        create_string_utf8: CreateStringUtf8,
+        create_double: CreateDouble,
+        async_init: AsyncInit,
+        async_destroy: AsyncDestroy,
+        make_callback: MakeCallback,
+        is_exception_pending: IsExceptionPending,
+        get_and_clear_last_exception: GetAndClearLastException,
+        fatal_exception: FatalException,
+    }
+
+    fn node_api() -> Result<&'static NodeApi> {
+        static API: OnceLock<Option<NodeApi>> = OnceLock::new();
+        API.get_or_init(load_node_api)
+            .as_ref()
+            .ok_or(Error::Unsupported("this runtime lacks napi_make_callback"))
+    }
+
+    fn load_node_api() -> Option<NodeApi> {
+        macro_rules! function {
+            ($name:literal as $signature:ty) => {
+                // SAFETY: the address is the exported Node-API function of that
+                // name, and `$signature` is its node_api.h signature, which
+                // Node-API keeps stable across versions.
+                unsafe { std::mem::transmute::<*mut c_void, $signature>(symbol($name)?) }
+            };
+        }
+        Some(NodeApi {
+            open_handle_scope: function!(c"napi_open_handle_scope" as OpenHandleScope),
+            close_handle_scope: function!(c"napi_close_handle_scope" as CloseHandleScope),
+            create_reference: function!(c"napi_create_reference" as CreateReference),
+            delete_reference: function!(c"napi_delete_reference" as DeleteReference),
+            get_reference_value: function!(c"napi_get_reference_value" as GetReferenceValue),
+            create_object: function!(c"napi_create_object" as CreateObject),
+            create_string_utf8: function!(c"napi_create_string_utf8" as CreateStringUtf8),
+            create_double: function!(c"napi_create_double" as CreateDouble),
+            async_init: function!(c"napi_async_init" as AsyncInit),
+            async_destroy: function!(c"napi_async_destroy" as AsyncDestroy),
+            make_callback: function!(c"napi_make_callback" as MakeCallback),
+            is_exception_pending: function!(c"napi_is_exception_pending" as IsExceptionPending),
+            get_and_clear_last_exception: function!(
+                c"napi_get_and_clear_last_exception" as GetAndClearLastException
+            ),
+            fatal_exception: function!(c"napi_fatal_exception" as FatalException),
+        })
+    }
+
+    /// A Node-API handle (`napi_env`, `napi_value`) exactly as the host
+    /// handed it to the binding; see `JsCallback::new` for the contract.
+    #[derive(Clone, Copy)]
+    pub struct HostHandle(NonNull<c_void>);
+
+    impl HostHandle {
+        pub fn from_host(raw: *mut c_void) -> Option<HostHandle> {
+            NonNull::new(raw).map(HostHandle)
+        }
+    }
+
+    /// A JavaScript function that loop callbacks call directly, as Node calls
+    /// back when an fs or net operation completes: through
+    /// `napi_make_callback`, which runs the microtasks and `process.nextTick`
+    /// callbacks queued by the call before it returns, in an async context of
+    /// its own (so async hooks see each call as one operation of the
+    /// resource named at creation). Relaying through a threadsafe function
+    /// instead costs an eventfd write, one more loop turn and an eventfd read
+    /// per call (docs/WAITING.md). Not `Send`: it belongs to the JavaScript
+    /// thread that made it, and must be dropped there while its environment
+    /// lives (the binding keeps it in an object that environment finalizes).
+    pub struct JsCallback {
+        env: Env,
+        function: Reference,
+        /// The async resource, also the `this` of each call.
+        resource: Reference,
+        context: AsyncContext,
+        api: &'static NodeApi,
+    }
+
+    impl JsCallback {
+        /// `env` must be the Node-API environment of the current call and
+        /// `function` a JavaScript function value valid in its current scope,
+        /// both exactly as Node-API handed them to the binding (`Env::raw`,
+        /// the argument's raw value). As with `Loop::from_host`, this is safe
+        /// only by that contract, which keeps `unsafe` out of the binding.
+        pub fn new(env: HostHandle, function: HostHandle, name: &str) -> Result<JsCallback> {
+            let api = node_api()?;
+            let (env, function) = (env.0.as_ptr(), function.0.as_ptr());
+            let failed = |what| Error::Sys {
+                syscall: what,
+                errno: Errno::EINVAL,
+            };
+            let mut resource = std::ptr::null_mut();
+            let mut name_value = std::ptr::null_mut();
+            let mut callback = JsCallback {
+                env,
+                function: std::ptr::null_mut(),
+                resource: std::ptr::null_mut(),
+                context: std::ptr::null_mut(),
+                api,
+            };
+            // SAFETY: `env` is the live environment of this call on its own
+            // thread (the contract above), and every out-pointer is a local.
+            // A failure leaves the fields made so far for Drop to release.
+            unsafe {
+                if (api.create_reference)(env, function, 1, &mut callback.function) != NAPI_OK {
+                    return Err(failed("napi_create_reference"));
+                }
+                if (api.create_object)(env, &mut resource) != NAPI_OK
+                    || (api.create_reference)(env, resource, 1, &mut callback.resource) != NAPI_OK
+                {
+                    return Err(failed("napi_create_reference"));
+                }
+                if (api.create_string_utf8)(env, name.as_ptr().cast(), name.len(), &mut name_value)
+                    != NAPI_OK
+                    || (api.async_init)(env, resource, name_value, &mut callback.context) != NAPI_OK
+                {
+                    return Err(failed("napi_async_init"));
+                }
+            }
+            Ok(callback)
+        }
+
+        /// Calls the function with one number, from a loop callback (never
+        /// from inside JavaScript). An exception it throws goes to Node's
+        /// uncaught-exception handling, as for any callback Node makes. While
+        /// the environment is shutting down the call does not happen.
+        pub fn call(&self, argument: f64) {
+            let (api, env) = (self.api, self.env);
+            let mut scope = std::ptr::null_mut();
+            // SAFETY: `env` lives while `self` does (the contract of `new`), and
+            // this runs on its thread from a loop callback, outside JavaScript,
+            // where opening a handle scope and making a callback is allowed.
+            // The values made live in the scope, which is closed last.
+            unsafe {
+                if (api.open_handle_scope)(env, &mut scope) != NAPI_OK {
+                    return;
+                }
+                let (mut function, mut this, mut arg, mut result) = (
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                );
+                if (api.get_reference_value)(env, self.function, &mut function) == NAPI_OK
+                    && (api.get_reference_value)(env, self.resource, &mut this) == NAPI_OK
+                    && (api.create_double)(env, argument, &mut arg) == NAPI_OK
+                    && (api.make_callback)(env, self.context, this, function, 1, &arg, &mut result)
+                        != NAPI_OK
+                {
+                    let mut pending = false;
+                    let mut error = std::ptr::null_mut();
+                    if (api.is_exception_pending)(env, &mut pending) == NAPI_OK
+                        && pending
+                        && (api.get_and_clear_last_exception)(env, &mut error) == NAPI_OK
+                    {
+                        (api.fatal_exception)(env, error);
+                    }
+                }
+                (api.close_handle_scope)(env, scope);
+            }
+        }
+    }
+
+    impl Drop for JsCallback {
+        fn drop(&mut self) {
+            let (api, env) = (self.api, self.env);
+            // SAFETY: dropped on the environment's thread while it lives (the
+            // type's contract); each handle was made by `new` and is released
+            // once, here; null ones were never made.
+            unsafe {
+                if !self.context.is_null() {
+                    (api.async_destroy)(env, self.context);
+                }
+                for reference in [self.function, self.resource] {
+                    if !reference.is_null() {
+                        (api.delete_reference)(env, reference);
+                    }
+                }
+            }
         }
     }
 }

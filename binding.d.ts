@@ -134,6 +134,12 @@ export declare function releaseHeld(fd: number): boolean
 /** Sets or clears O_NONBLOCK (shared by every holder of the open file). */
 export declare function setBlocking(fd: number, blocking: boolean): void
 
+/**
+ * A socket's address family: "inet", "inet6", "unix" or "other" (what
+ * `dgram.createSocket` needs to know to adopt a UDP socket).
+ */
+export declare function socketFamily(fd: number): string
+
 export declare function socketPair(socketType: SocketType, mode: ChannelMode): Array<NativeChannel>
 
 export declare const enum SocketType {

@@ -851,5 +851,6 @@ module.exports.listen = nativeBinding.listen
 module.exports.platformLimits = nativeBinding.platformLimits
 module.exports.releaseHeld = nativeBinding.releaseHeld
 module.exports.setBlocking = nativeBinding.setBlocking
+module.exports.socketFamily = nativeBinding.socketFamily
 module.exports.socketPair = nativeBinding.socketPair
 module.exports.SocketType = nativeBinding.SocketType

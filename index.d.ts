@@ -5,9 +5,12 @@
  * Every received descriptor is owned by a {@link ReceivedFd} until you take it,
  * convert it or close it; what nobody claims is closed when it is collected.
  */
+import * as dgram from 'node:dgram';
 import { EventEmitter } from 'node:events';
+import * as fs from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import * as net from 'node:net';
+import { type Readable, type Writable } from 'node:stream';
 /** The kind of Unix socket a channel runs on. */
 export type SocketType = 'stream' | 'seqpacket' | 'dgram';
 /**
@@ -19,12 +22,29 @@ export type SocketType = 'stream' | 'seqpacket' | 'dgram';
 export type Framing = 'framed' | 'raw';
 /** What a descriptor is, from fstat and getsockopt. */
 export type FdKind = 'file' | 'directory' | 'fifo' | 'tty' | 'char-device' | 'tcp' | 'tcp-listener' | 'udp' | 'unix-stream' | 'unix-stream-listener' | 'unix-dgram' | 'unix-seqpacket' | 'other';
-/** Anything that holds a descriptor `send` can pass. */
-export type Descriptor = number | net.Socket | net.Server | FileHandle | ReceivedFd;
+/**
+ * Anything that holds a descriptor `send` can pass: a number; a `net.Socket`
+ * (TCP or Unix, connected; also child process stdio pipes and TTY streams); a
+ * `net.Server`, `http.Server` or `https.Server` (listening); a `dgram.Socket`
+ * (bound); a `FileHandle`; an `fs.ReadStream` or `fs.WriteStream` (open), or
+ * another stream with a descriptor (a child process's stdio, typed as
+ * `Readable`/`Writable`); a {@link ReceivedFd}.
+ */
+export type FdHolder = number | net.Socket | net.Server | dgram.Socket | FileHandle | fs.ReadStream | fs.WriteStream | Readable | Writable | ReceivedFd;
+/** One descriptor to send, given up by the sender after the send if `move` is set. */
+export interface MovedFd {
+    fd: FdHolder;
+    move?: boolean;
+}
+/** An entry of {@link SendOptions.fds}. */
+export type Descriptor = FdHolder | MovedFd;
 export interface SendOptions {
     /** Payload bytes (a string is sent as UTF-8). */
     data?: Uint8Array | string;
-    /** Descriptors to pass. The sender keeps them unless `move` is set. */
+    /**
+     * Descriptors to pass. The sender keeps them, but for those given as
+     * `{ fd, move: true }` or all of them with `move`.
+     */
     fds?: readonly Descriptor[];
     /**
      * Close (or destroy) the sender's copies once the message is with the
@@ -114,6 +134,30 @@ export declare class ReceivedFd implements Disposable {
     toServer(options?: net.ServerOpts, connectionListener?: (socket: net.Socket) => void): net.Server;
     /** Makes `server` (for example an `http.Server`) accept on this listening socket. */
     listen<S extends net.Server>(server: S, callback?: () => void): S;
+    /**
+     * A `dgram.Socket` over a UDP socket (IPv4 or IPv6, found from the socket),
+     * bound already by whoever made it: it receives at once.
+     */
+    toDgram(options?: Omit<dgram.SocketOptions, 'type'>): dgram.Socket;
+    /**
+     * An `fs.ReadStream` over a file, fifo, TTY or character device, closing the
+     * descriptor when it ends. fs reads on the libuv thread pool and needs a
+     * blocking descriptor, so a non-blocking one is made blocking first: the
+     * flag belongs to the open file, so every other holder of it (the sender
+     * too) sees it change.
+     */
+    toReadStream(options?: StreamOptions): fs.ReadStream;
+    /** An `fs.WriteStream` over a file, fifo, TTY or character device; as {@link toReadStream}. */
+    toWriteStream(options?: StreamOptions): fs.WriteStream;
+    /** An fdpass {@link Channel} over a received connected Unix socket. */
+    toChannel(options?: ChannelOptions): Channel;
+}
+/** Options of {@link ReceivedFd.toReadStream} and {@link ReceivedFd.toWriteStream}. */
+export interface StreamOptions {
+    encoding?: BufferEncoding;
+    highWaterMark?: number;
+    /** Where reads or writes start (files only); default: the shared file offset. */
+    start?: number;
 }
 /**
  * Closes every descriptor of `fds` that is still held, in one native call:

@@ -5,9 +5,12 @@
  * Every received descriptor is owned by a {@link ReceivedFd} until you take it,
  * convert it or close it; what nobody claims is closed when it is collected.
  */
+import * as dgram from 'node:dgram'
 import { EventEmitter } from 'node:events'
+import * as fs from 'node:fs'
 import type { FileHandle } from 'node:fs/promises'
 import * as net from 'node:net'
+import { Stream, type Readable, type Writable } from 'node:stream'
 
 import * as native from './binding'
 
@@ -38,13 +41,42 @@ export type FdKind =
   | 'unix-seqpacket'
   | 'other'
 
-/** Anything that holds a descriptor `send` can pass. */
-export type Descriptor = number | net.Socket | net.Server | FileHandle | ReceivedFd
+/**
+ * Anything that holds a descriptor `send` can pass: a number; a `net.Socket`
+ * (TCP or Unix, connected; also child process stdio pipes and TTY streams); a
+ * `net.Server`, `http.Server` or `https.Server` (listening); a `dgram.Socket`
+ * (bound); a `FileHandle`; an `fs.ReadStream` or `fs.WriteStream` (open), or
+ * another stream with a descriptor (a child process's stdio, typed as
+ * `Readable`/`Writable`); a {@link ReceivedFd}.
+ */
+export type FdHolder =
+  | number
+  | net.Socket
+  | net.Server
+  | dgram.Socket
+  | FileHandle
+  | fs.ReadStream
+  | fs.WriteStream
+  | Readable
+  | Writable
+  | ReceivedFd
+
+/** One descriptor to send, given up by the sender after the send if `move` is set. */
+export interface MovedFd {
+  fd: FdHolder
+  move?: boolean
+}
+
+/** An entry of {@link SendOptions.fds}. */
+export type Descriptor = FdHolder | MovedFd
 
 export interface SendOptions {
   /** Payload bytes (a string is sent as UTF-8). */
   data?: Uint8Array | string
-  /** Descriptors to pass. The sender keeps them unless `move` is set. */
+  /**
+   * Descriptors to pass. The sender keeps them, but for those given as
+   * `{ fd, move: true }` or all of them with `move`.
+   */
   fds?: readonly Descriptor[]
   /**
    * Close (or destroy) the sender's copies once the message is with the
@@ -183,29 +215,60 @@ function isFileHandle(value: object): value is FileHandle {
   return value.constructor?.name === 'FileHandle' && typeof (value as FileHandle).fd === 'number'
 }
 
-/** The descriptor number an object holds, validated before any system call. */
-function descriptorOf(value: unknown, index: number): number {
-  // The common case first, without building the name an error would need.
-  if (typeof value === 'number' && Number.isInteger(value) && value >= 0 && value <= MAX_FD_NUMBER) return value
-  const name = `fds[${index}]`
-  if (typeof value === 'number') return validateInteger(name, value, 0, MAX_FD_NUMBER)
-  if (value instanceof ReceivedFd) {
-    if (value.released) throw outOfRange(name, 'an open descriptor', 'a ReceivedFd that was taken or closed')
-    return value.fd
+function noDescriptor(name: string, what: string): FdpassError {
+  return makeError(TypeError, 'ERR_FDPASS_NO_DESCRIPTOR', `${name} holds no descriptor: ${what}`)
+}
+
+/** Where a dgram.Socket keeps its handle (Node's `kStateSymbol`); found once. */
+let dgramState: symbol | undefined
+
+function dgramHandleFd(socket: dgram.Socket): unknown {
+  dgramState ??= Object.getOwnPropertySymbols(socket).find((key) => key.description === 'state symbol')
+  const state = dgramState === undefined ? undefined : (socket as unknown as Record<symbol, { handle?: { fd?: unknown } | null }>)[dgramState]
+  return state?.handle?.fd
+}
+
+/**
+ * The one place that reads descriptors out of Node objects (through their
+ * internal handles where Node has no public accessor), checked before any
+ * system call. Throws `ERR_FDPASS_NO_DESCRIPTOR` for an object that holds
+ * none now: not connected, listening, bound or open yet, already closed, or
+ * of a type that never has one.
+ */
+function holderFd(holder: unknown, name: string): number {
+  if (typeof holder === 'number') return validateInteger(name, holder, 0, MAX_FD_NUMBER)
+  if (holder === null || typeof holder !== 'object') {
+    throw invalidArgType(name, 'a descriptor number or an object holding a descriptor', holder)
   }
-  if (value instanceof net.Socket || value instanceof net.Server) {
-    const fd = (value as HandleHolder)._handle?.fd
-    if (typeof fd !== 'number' || fd < 0) {
-      const what = value instanceof net.Server ? 'a net.Server that is not listening' : 'a net.Socket that is not connected or was destroyed'
-      throw outOfRange(name, 'an open descriptor', what)
-    }
+  const valid = (fd: unknown, what: string): number => {
+    if (typeof fd !== 'number' || fd < 0) throw noDescriptor(name, what)
     return fd
   }
-  if (value !== null && typeof value === 'object' && isFileHandle(value)) {
-    if (value.fd < 0) throw outOfRange(name, 'an open descriptor', 'a closed FileHandle')
-    return value.fd
+  if (holder instanceof ReceivedFd) return valid(holder.released ? -1 : holder.fd, 'a ReceivedFd that was taken or closed')
+  if (holder instanceof net.Socket) return valid((holder as HandleHolder)._handle?.fd, 'a net.Socket that is not connected or was destroyed')
+  if (holder instanceof net.Server) return valid((holder as HandleHolder)._handle?.fd, 'a server that is not listening in this process')
+  if (holder instanceof dgram.Socket) return valid(dgramHandleFd(holder), 'a dgram.Socket that is not bound or was closed')
+  if (isFileHandle(holder)) return valid(holder.fd, 'a closed FileHandle')
+  if (holder instanceof Stream) {
+    // fs.ReadStream and fs.WriteStream, and Node's synchronous stdio streams.
+    return valid((holder as { fd?: unknown }).fd, 'a stream that is not open yet, or was closed')
   }
-  throw invalidArgType(name, 'a descriptor number, net.Socket, net.Server, FileHandle or ReceivedFd', value)
+  throw noDescriptor(name, `${holder.constructor?.name ?? 'this object'} is not a kind fdpass can send`)
+}
+
+/** An entry of `fds`: a holder, or `{ fd: holder, move }`. */
+function isMovedFd(entry: unknown): entry is MovedFd {
+  if (entry === null || typeof entry !== 'object') return false
+  const proto = Object.getPrototypeOf(entry) as unknown
+  return (proto === Object.prototype || proto === null) && 'fd' in entry
+}
+
+/** The descriptor number of an `fds` entry, validated before any system call. */
+function descriptorOf(entry: unknown, index: number): number {
+  // The common case first, without building the name an error would need.
+  if (typeof entry === 'number' && Number.isInteger(entry) && entry >= 0 && entry <= MAX_FD_NUMBER) return entry
+  if (isMovedFd(entry)) return holderFd(entry.fd, `fds[${index}].fd`)
+  return holderFd(entry, `fds[${index}]`)
 }
 
 /**
@@ -222,11 +285,13 @@ function numberScratch(length: number): Int32Array {
 }
 
 /** Gives up the sender's copy after a moved send. */
-async function release(holder: Descriptor): Promise<void> {
+async function release(holder: FdHolder): Promise<void> {
   if (typeof holder === 'number') native.closeFd(holder)
   else if (holder instanceof ReceivedFd) holder.close()
   else if (holder instanceof net.Socket) holder.destroy()
   else if (holder instanceof net.Server) holder.close()
+  else if (holder instanceof dgram.Socket) holder.close()
+  else if (holder instanceof Stream) holder.destroy()
   else await holder.close()
 }
 
@@ -383,6 +448,58 @@ export class ReceivedFd implements Disposable {
     server.listen({ fd: this.take() }, callback)
     return server
   }
+
+  /**
+   * A `dgram.Socket` over a UDP socket (IPv4 or IPv6, found from the socket),
+   * bound already by whoever made it: it receives at once.
+   */
+  toDgram(options: Omit<dgram.SocketOptions, 'type'> = {}): dgram.Socket {
+    this.#expect(['udp'], 'toDgram()')
+    const type = native.socketFamily(this.fd) === 'inet6' ? 'udp6' : 'udp4'
+    const socket = dgram.createSocket({ ...options, type })
+    socket.bind({ fd: this.take() })
+    return socket
+  }
+
+  /**
+   * An `fs.ReadStream` over a file, fifo, TTY or character device, closing the
+   * descriptor when it ends. fs reads on the libuv thread pool and needs a
+   * blocking descriptor, so a non-blocking one is made blocking first: the
+   * flag belongs to the open file, so every other holder of it (the sender
+   * too) sees it change.
+   */
+  toReadStream(options: StreamOptions = {}): fs.ReadStream {
+    this.#expect(STREAMABLE, 'toReadStream()')
+    native.setBlocking(this.fd, true)
+    return fs.createReadStream('', { ...options, fd: this.take(), autoClose: true })
+  }
+
+  /** An `fs.WriteStream` over a file, fifo, TTY or character device; as {@link toReadStream}. */
+  toWriteStream(options: StreamOptions = {}): fs.WriteStream {
+    this.#expect(STREAMABLE, 'toWriteStream()')
+    native.setBlocking(this.fd, true)
+    return fs.createWriteStream('', { ...options, fd: this.take(), autoClose: true })
+  }
+
+  /** An fdpass {@link Channel} over a received connected Unix socket. */
+  toChannel(options: ChannelOptions = {}): Channel {
+    this.#expect(['unix-stream', 'unix-seqpacket', 'unix-dgram'], 'toChannel()')
+    // Adopted first: if that fails, this still owns the descriptor.
+    const channel = Channel.fromFd(this.fd, options)
+    native.releaseHeld(this.#release())
+    return channel
+  }
+}
+
+/** Kinds that fs streams read and write. */
+const STREAMABLE: readonly FdKind[] = ['file', 'fifo', 'tty', 'char-device']
+
+/** Options of {@link ReceivedFd.toReadStream} and {@link ReceivedFd.toWriteStream}. */
+export interface StreamOptions {
+  encoding?: BufferEncoding
+  highWaterMark?: number
+  /** Where reads or writes start (files only); default: the shared file offset. */
+  start?: number
 }
 
 /**
@@ -657,10 +774,16 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
           this.#sends.push({ resolve, reject })
           this.#rewatch()
         })
-    if (opts.move !== true) return done
+    const moved = new Set<FdHolder>()
+    for (const entry of holders) {
+      if (isMovedFd(entry)) {
+        if (entry.move === true || opts.move === true) moved.add(entry.fd)
+      } else if (opts.move === true) moved.add(entry)
+    }
+    if (moved.size === 0) return done
+    // The same holder listed twice is given up once.
     return done.then(async () => {
-      // The same holder listed twice is given up once.
-      for (const holder of new Set(holders)) await release(holder)
+      for (const holder of moved) await release(holder)
     })
   }
 

@@ -3,6 +3,10 @@ import { readdirSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
+import type { ExecutionContext } from 'ava'
+
+import { listen, type Channel, type Server } from 'fdpass'
+
 /** Descriptors open in this process right now. */
 export function fdCount(): number {
   return readdirSync('/proc/self/fd').length
@@ -54,4 +58,34 @@ export function runPeer(role: string, ...args: string[]): { exited: Promise<Peer
     })
   })
   return { exited, pid: child.pid }
+}
+
+/** Listens, runs the peer, and hands over the accepted channel. */
+export async function withPeer(
+  role: string,
+  args: string[],
+  body: (channel: Channel) => Promise<void>,
+  listenOptions: { framing?: 'framed' | 'raw' } = {},
+): Promise<{ before: number; after: number; peer: Awaited<ReturnType<typeof runPeer>['exited']> }> {
+  const before = fdCount()
+  const path = socketPath(role)
+  const server: Server = listen({ path, ...listenOptions })
+  const peer = runPeer(role, path, ...args)
+  const { value: channel } = await server[Symbol.asyncIterator]().next()
+  if (!channel) throw new Error('no connection')
+  try {
+    await body(channel)
+  } finally {
+    channel.close()
+    server.close()
+  }
+  const result = await peer.exited
+  return { before, after: await settledFdCount(before), peer: result }
+}
+
+export function assertBaselines(t: ExecutionContext, r: Awaited<ReturnType<typeof withPeer>>): void {
+  t.is(r.peer.code, 0, r.peer.stderr)
+  t.truthy(r.peer.report, 'the peer reported its descriptor counts')
+  t.is(r.peer.report?.after, r.peer.report?.before, `the peer ends at its descriptor baseline ${JSON.stringify(r.peer.report)}`)
+  t.is(r.after, r.before, 'this process ends at its descriptor baseline')
 }

@@ -7,39 +7,9 @@ import { join } from 'node:path'
 
 import test from 'ava'
 
-import { limits, listen, type Channel, type Message, type Server } from 'fdpass'
+import { limits, type Message } from 'fdpass'
 
-import { fdCount, runPeer, settledFdCount, socketPath } from './helpers'
-
-/** Listens, runs the peer, and hands over the accepted channel. */
-async function withPeer(
-  role: string,
-  args: string[],
-  body: (channel: Channel) => Promise<void>,
-  listenOptions: { framing?: 'framed' | 'raw' } = {},
-): Promise<{ before: number; after: number; peer: Awaited<ReturnType<typeof runPeer>['exited']> }> {
-  const before = fdCount()
-  const path = socketPath(role)
-  const server: Server = listen({ path, ...listenOptions })
-  const peer = runPeer(role, path, ...args)
-  const { value: channel } = await server[Symbol.asyncIterator]().next()
-  if (!channel) throw new Error('no connection')
-  try {
-    await body(channel)
-  } finally {
-    channel.close()
-    server.close()
-  }
-  const result = await peer.exited
-  return { before, after: await settledFdCount(before), peer: result }
-}
-
-function assertBaselines(t: import('ava').ExecutionContext, r: Awaited<ReturnType<typeof withPeer>>): void {
-  t.is(r.peer.code, 0, r.peer.stderr)
-  t.truthy(r.peer.report, 'the peer reported its descriptor counts')
-  t.is(r.peer.report?.after, r.peer.report?.before, `the peer ends at its descriptor baseline ${JSON.stringify(r.peer.report)}`)
-  t.is(r.after, r.before, 'this process ends at its descriptor baseline')
-}
+import { assertBaselines, fdCount, withPeer } from './helpers'
 
 test.serial('a file sent by another process is read here, sharing its offset', async (t) => {
   const file = join(tmpdir(), `fdpass-file-${process.pid}`)

@@ -3,11 +3,15 @@
  * Prints one JSON line with its descriptor count before and after, so a spec
  * can check that both processes end at their baseline.
  */
+import { spawn } from 'node:child_process'
+import * as dgram from 'node:dgram'
+import { once } from 'node:events'
+import { createReadStream, createWriteStream, openSync, readdirSync, readFileSync, readlinkSync } from 'node:fs'
 import { open } from 'node:fs/promises'
-import { openSync, readdirSync, readlinkSync } from 'node:fs'
+import * as http from 'node:http'
 import * as net from 'node:net'
 
-import { connect, type Channel } from 'fdpass'
+import { connect, socketPair, type Channel } from 'fdpass'
 
 const fdCount = (): number => readdirSync('/proc/self/fd').length
 const fdList = (): string[] =>
@@ -85,6 +89,71 @@ const roles: Record<string, (socket: string, args: string[]) => Promise<void>> =
     const header = Buffer.from([0x46, 0x44, 1, 0, 1, 0, 0, 0, 100, 0, 0, 0])
     const fd = openSync('/dev/null', 'r')
     await channel.send({ data: header, fds: [fd], move: true })
+    channel.close()
+  },
+
+  /** Sends a bound UDP socket, moved; checks it was closed here once sent. */
+  async 'send-udp'(socket) {
+    const channel = await connect(socket)
+    const udp = dgram.createSocket('udp4')
+    await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', resolve))
+    const closed = once(udp, 'close')
+    await channel.send({ data: String(udp.address().port), fds: [{ fd: udp, move: true }] })
+    await closed
+    await awaitAck(channel)
+    channel.close()
+  },
+
+  /** Sends a listening http.Server on a Unix socket with an abstract name, moved. */
+  async 'send-unix-http'(socket, [name]) {
+    const channel = await connect(socket)
+    const server = http.createServer((_req, res) => res.end(`served by ${process.pid}`))
+    await new Promise<void>((resolve) => server.listen(`\0${name}`, resolve))
+    await channel.send({ data: String(process.pid), fds: [server], move: true })
+    await awaitAck(channel)
+    channel.close()
+  },
+
+  /** Sends an open fs.ReadStream and fs.WriteStream, moved. */
+  async 'send-fs-streams'(socket, [input, output]) {
+    const channel = await connect(socket)
+    const reader = createReadStream(input as string)
+    const writer = createWriteStream(output as string)
+    await Promise.all([once(reader, 'open'), once(writer, 'open')])
+    await channel.send({ fds: [reader, writer], move: true })
+    await awaitAck(channel)
+    channel.close()
+  },
+
+  /** Sends the stdin and stdout pipes of a child (cat), moved; waits for it to exit. */
+  async 'send-child-stdio'(socket) {
+    const channel = await connect(socket)
+    const cat = spawn('cat', [], { stdio: ['pipe', 'pipe', 'inherit'] })
+    const exited = once(cat, 'close')
+    await channel.send({ fds: [cat.stdin, cat.stdout], move: true })
+    const [code] = (await exited) as [number]
+    await channel.send({ data: `cat exited ${code}` })
+    await awaitAck(channel)
+    channel.close()
+  },
+
+  /**
+   * Sends one end of a new socket pair; over the other end, receives a file
+   * and reports its content on the first channel.
+   */
+  async 'send-channel'(socket) {
+    const channel = await connect(socket)
+    const [mine, theirs] = socketPair()
+    await channel.send({ fds: [theirs.fd] })
+    theirs.close()
+    const message = await mine.recv()
+    const [file] = message.fds
+    const content = readFileSync(file!.fd, 'utf8')
+    file!.close()
+    await mine.send({ data: 'thanks' })
+    mine.close()
+    await channel.send({ data: `${message.data.toString()}: ${content}` })
+    await awaitAck(channel)
     channel.close()
   },
 

@@ -168,6 +168,21 @@ pub fn fd_kind(env: &Env, fd: i32) -> Result<String> {
         .or_throw(env)
 }
 
+/// A socket's address family: "inet", "inet6", "unix" or "other" (what
+/// `dgram.createSocket` needs to know to adopt a UDP socket).
+#[napi]
+pub fn socket_family(env: &Env, fd: i32) -> Result<String> {
+    use nix::sys::socket::AddressFamily;
+    let family = fdpass::sys::with_raw(fd, fdpass::sys::socket_family).or_throw(env)?;
+    Ok(match family {
+        Some(AddressFamily::Inet) => "inet",
+        Some(AddressFamily::Inet6) => "inet6",
+        Some(AddressFamily::Unix) => "unix",
+        _ => "other",
+    }
+    .to_owned())
+}
+
 #[napi]
 pub fn is_close_on_exec(env: &Env, fd: i32) -> Result<bool> {
     fdpass::sys::is_cloexec(fd).or_throw(env)

@@ -280,7 +280,9 @@ fn socket_kind(fd: BorrowedFd<'_>) -> Result<FdKind> {
     })
 }
 
-fn socket_family(fd: BorrowedFd<'_>) -> Result<Option<AddressFamily>> {
+/// The address family of a socket, from its local address: `None` for one
+/// the platform cannot name.
+pub fn socket_family(fd: BorrowedFd<'_>) -> Result<Option<AddressFamily>> {
     let addr: socket::SockaddrStorage =
         socket::getsockname(fd.as_raw_fd()).map_err(|e| Error::sys("getsockname", e))?;
     Ok(addr.family())

@@ -17,6 +17,8 @@ export declare class NativeChannel {
   get socketType(): SocketType
   /** The socket's descriptor number, or -1 once closed. */
   get fd(): number
+  /** The peer's credentials, recorded by the kernel when it connected. */
+  peer(): PeerCredentials
   /** True once a connect started by `connect` has completed. */
   pollConnect(): boolean
   /**
@@ -117,6 +119,14 @@ export declare function fdKind(fd: number): string
 export declare function isCloseOnExec(fd: number): boolean
 
 export declare function listen(path: string, abstractName: boolean, socketType: SocketType, fileMode: number | undefined | null, backlog: number, mode: ChannelMode): NativeListener
+
+/** Who is at the other end of a channel (see `fdpass::PeerCredentials`). */
+export interface PeerCredentials {
+  /** Absent where the platform does not record it (FreeBSD). */
+  pid?: number
+  uid: number
+  gid: number
+}
 
 export declare function platformLimits(): PlatformLimits
 

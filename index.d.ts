@@ -92,6 +92,17 @@ export interface ListenOptions extends ChannelOptions {
     mode?: number;
     backlog?: number;
 }
+/**
+ * Who is at the other end of a channel, as the kernel recorded it when the
+ * connection was made (`connect`, or `socketPair`): a later `setuid` or `exec`
+ * in the peer does not change it. `pid` is absent where the platform does not
+ * record it (FreeBSD).
+ */
+export interface PeerCredentials {
+    pid?: number;
+    uid: number;
+    gid: number;
+}
 export interface SocketPairOptions extends ChannelOptions {
     type?: SocketType;
 }
@@ -183,6 +194,12 @@ export declare class Channel extends EventEmitter implements AsyncIterable<Messa
     /** The socket's descriptor number, or -1 once closed. */
     get fd(): number;
     get closed(): boolean;
+    /**
+     * The peer's credentials (`SO_PEERCRED` on Linux, `getpeereid` and
+     * `LOCAL_PEERPID` on macOS, `getpeereid` on FreeBSD), read once and kept.
+     * Throws `ERR_FDPASS_CLOSED` if first read after the channel closed.
+     */
+    get peer(): PeerCredentials;
     /**
      * Sends one message. Resolves once it is all with the kernel. Argument
      * errors throw before any system call; system errors reject, and then

@@ -130,6 +130,18 @@ export interface ListenOptions extends ChannelOptions {
   backlog?: number
 }
 
+/**
+ * Who is at the other end of a channel, as the kernel recorded it when the
+ * connection was made (`connect`, or `socketPair`): a later `setuid` or `exec`
+ * in the peer does not change it. `pid` is absent where the platform does not
+ * record it (FreeBSD).
+ */
+export interface PeerCredentials {
+  pid?: number
+  uid: number
+  gid: number
+}
+
 export interface SocketPairOptions extends ChannelOptions {
   type?: SocketType
 }
@@ -697,6 +709,7 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
   #sends: PendingSend[] = []
   readonly #watch: Watch
   #ended = false
+  #peer: PeerCredentials | undefined
 
   /** @internal Use {@link connect}, {@link listen}, {@link socketPair} or {@link Channel.fromFd}. */
   constructor(handle: native.NativeChannel, framing: Framing) {
@@ -731,6 +744,21 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
 
   get closed(): boolean {
     return this.#native === null
+  }
+
+  /**
+   * The peer's credentials (`SO_PEERCRED` on Linux, `getpeereid` and
+   * `LOCAL_PEERPID` on macOS, `getpeereid` on FreeBSD), read once and kept.
+   * Throws `ERR_FDPASS_CLOSED` if first read after the channel closed.
+   */
+  get peer(): PeerCredentials {
+    if (this.#peer === undefined) {
+      const handle = this.#native
+      if (handle === null) throw closedError('channel')
+      const { pid, uid, gid } = handle.peer()
+      this.#peer = Object.freeze(pid === undefined || pid === null ? { uid, gid } : { pid, uid, gid })
+    }
+    return this.#peer
   }
 
   /**

@@ -38,6 +38,15 @@ impl NativeChannel {
     }
 }
 
+/// Who is at the other end of a channel (see `fdpass::PeerCredentials`).
+#[napi(object)]
+pub struct PeerCredentials {
+    /// Absent where the platform does not record it (FreeBSD).
+    pub pid: Option<i32>,
+    pub uid: u32,
+    pub gid: u32,
+}
+
 #[napi]
 impl NativeChannel {
     #[napi(getter)]
@@ -49,6 +58,18 @@ impl NativeChannel {
     #[napi(getter)]
     pub fn fd(&self) -> i32 {
         self.channel.as_ref().map_or(-1, |c| c.as_raw_fd())
+    }
+
+    /// The peer's credentials, recorded by the kernel when it connected.
+    #[napi]
+    pub fn peer(&mut self, env: &Env) -> Result<PeerCredentials> {
+        let channel = self.open(env)?;
+        let c = fdpass::sys::peer_credentials(channel.as_fd()).or_throw(env)?;
+        Ok(PeerCredentials {
+            pid: c.pid,
+            uid: c.uid,
+            gid: c.gid,
+        })
     }
 
     /// True once a connect started by `connect` has completed.

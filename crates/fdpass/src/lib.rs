@@ -23,7 +23,7 @@ pub use error::{Error, Result};
 pub const NO_FDS: [std::os::fd::RawFd; 0] = [];
 pub use frame::Message;
 pub use listener::{connect, connect_blocking, Address, ListenOptions, Listener};
-pub use sys::{FdKind, HAS_ABSTRACT_NAMES, HAS_SEQPACKET, MAX_FDS_PER_SENDMSG};
+pub use sys::{FdKind, PeerCredentials, HAS_ABSTRACT_NAMES, HAS_SEQPACKET, MAX_FDS_PER_SENDMSG};
 
 /// The kind of Unix socket a channel runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

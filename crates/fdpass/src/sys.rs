@@ -280,6 +280,45 @@ fn socket_kind(fd: BorrowedFd<'_>) -> Result<FdKind> {
     })
 }
 
+/// Who is at the other end of a connected Unix socket, as the kernel recorded
+/// it when the connection was made (by `connect`, or `socketpair`): a later
+/// `setuid` or `exec` in the peer does not change it. `pid` is `None` where
+/// the platform does not record it (FreeBSD).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerCredentials {
+    pub pid: Option<i32>,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// `SO_PEERCRED` on Linux; `getpeereid` elsewhere, with `LOCAL_PEERPID` for
+/// the pid on macOS.
+pub fn peer_credentials(sock: BorrowedFd<'_>) -> Result<PeerCredentials> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let c = socket::getsockopt(&sock, sockopt::PeerCredentials)
+            .map_err(|e| Error::sys("getsockopt", e))?;
+        Ok(PeerCredentials {
+            pid: Some(c.pid()),
+            uid: c.uid(),
+            gid: c.gid(),
+        })
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let (uid, gid) = nix::unistd::getpeereid(sock).map_err(|e| Error::sys("getpeereid", e))?;
+        #[cfg(any(target_os = "macos", target_os = "ios"))]
+        let pid = socket::getsockopt(&sock, sockopt::LocalPeerPid).ok();
+        #[cfg(not(any(target_os = "macos", target_os = "ios")))]
+        let pid = None;
+        Ok(PeerCredentials {
+            pid,
+            uid: uid.as_raw(),
+            gid: gid.as_raw(),
+        })
+    }
+}
+
 /// The address family of a socket, from its local address: `None` for one
 /// the platform cannot name.
 pub fn socket_family(fd: BorrowedFd<'_>) -> Result<Option<AddressFamily>> {

@@ -136,14 +136,17 @@ export declare class ReceivedFd implements Disposable {
     close(): void;
     [Symbol.dispose](): void;
     /**
-     * A `net.Socket` over a connected TCP or Unix stream socket. Node takes
-     * ownership and makes the descriptor non-blocking (a flag shared with every
-     * other holder of it).
+     * A `net.Socket` over a connected TCP or Unix stream socket, or a fifo (as
+     * a pipe: no thread-pool thread is held while it waits). Node makes the
+     * descriptor non-blocking, a flag shared with every other holder of it.
      */
     toSocket(options?: Omit<net.SocketConstructorOpts, 'fd'>): net.Socket;
-    /** A `net.Server` accepting on a listening TCP or Unix socket. */
+    /**
+     * A `net.Server` accepting on a listening TCP or Unix socket. Exclusive: in
+     * a cluster worker it accepts here, instead of asking the primary to listen.
+     */
     toServer(options?: net.ServerOpts, connectionListener?: (socket: net.Socket) => void): net.Server;
-    /** Makes `server` (for example an `http.Server`) accept on this listening socket. */
+    /** Makes `server` (for example an `http.Server`) accept on this listening socket, as {@link toServer}. */
     listen<S extends net.Server>(server: S, callback?: () => void): S;
     /**
      * A `dgram.Socket` over a UDP socket (IPv4 or IPv6, found from the socket),
@@ -155,7 +158,8 @@ export declare class ReceivedFd implements Disposable {
      * descriptor when it ends. fs reads on the libuv thread pool and needs a
      * blocking descriptor, so a non-blocking one is made blocking first: the
      * flag belongs to the open file, so every other holder of it (the sender
-     * too) sees it change.
+     * too) sees it change. Each read of a fifo or TTY that waits holds a
+     * thread-pool thread meanwhile; for a fifo, {@link toSocket} holds none.
      */
     toReadStream(options?: StreamOptions): fs.ReadStream;
     /** An `fs.WriteStream` over a file, fifo, TTY or character device; as {@link toReadStream}. */

@@ -262,8 +262,11 @@ function holderFd(holder: unknown, name: string): number {
   if (holder instanceof dgram.Socket) return valid(dgramHandleFd(holder), 'a dgram.Socket that is not bound or was closed')
   if (isFileHandle(holder)) return valid(holder.fd, 'a closed FileHandle')
   if (holder instanceof Stream) {
-    // fs.ReadStream and fs.WriteStream, and Node's synchronous stdio streams.
-    return valid((holder as { fd?: unknown }).fd, 'a stream that is not open yet, or was closed')
+    // fs.ReadStream and fs.WriteStream (whose fd is a FileHandle when opened
+    // from one), and Node's synchronous stdio streams.
+    const fd = (holder as { fd?: unknown }).fd
+    const number = fd !== null && typeof fd === 'object' && isFileHandle(fd) ? fd.fd : fd
+    return valid(number, 'a stream that is not open yet, or was closed')
   }
   throw noDescriptor(name, `${holder.constructor?.name ?? 'this object'} is not a kind fdpass can send`)
 }
@@ -303,8 +306,33 @@ async function release(holder: FdHolder): Promise<void> {
   else if (holder instanceof net.Socket) holder.destroy()
   else if (holder instanceof net.Server) holder.close()
   else if (holder instanceof dgram.Socket) holder.close()
-  else if (holder instanceof Stream) holder.destroy()
+  else if (holder instanceof fs.WriteStream || holder instanceof fs.ReadStream) {
+    // close() lets a WriteStream finish the writes already queued first.
+    await new Promise<void>((resolve) => holder.close(() => resolve()))
+  } else if (holder instanceof Stream) holder.destroy()
   else await holder.close()
+}
+
+/**
+ * Gives up every moved holder, one per descriptor number (a number and an
+ * object naming the same descriptor are closed once), each even if another
+ * fails; the message was sent either way, so a failure is thrown after all
+ * were tried, saying so.
+ */
+async function releaseMoved(moved: Map<number, FdHolder>): Promise<void> {
+  let failure: unknown
+  for (const holder of moved.values()) {
+    try {
+      await release(holder)
+    } catch (err) {
+      failure ??= err
+    }
+  }
+  if (failure !== undefined) {
+    const err = failure as FdpassError
+    err.message = `the message was sent, but giving up a moved descriptor failed: ${err.message}`
+    throw err
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -439,26 +467,38 @@ export class ReceivedFd implements Disposable {
   }
 
   /**
-   * A `net.Socket` over a connected TCP or Unix stream socket. Node takes
-   * ownership and makes the descriptor non-blocking (a flag shared with every
-   * other holder of it).
+   * Hands the descriptor to what `adopt` makes of it: released from here only
+   * once `adopt` returned, so a conversion that throws leaves it owned here.
+   */
+  #handOver<T>(adopt: (fd: number) => T): T {
+    const adopted = adopt(this.fd)
+    native.releaseHeld(this.#release())
+    return adopted
+  }
+
+  /**
+   * A `net.Socket` over a connected TCP or Unix stream socket, or a fifo (as
+   * a pipe: no thread-pool thread is held while it waits). Node makes the
+   * descriptor non-blocking, a flag shared with every other holder of it.
    */
   toSocket(options: Omit<net.SocketConstructorOpts, 'fd'> = {}): net.Socket {
-    this.#expect(['tcp', 'unix-stream'], 'toSocket()')
-    return new net.Socket({ readable: true, writable: true, ...options, fd: this.take() })
+    this.#expect(['tcp', 'unix-stream', 'fifo'], 'toSocket()')
+    return this.#handOver((fd) => new net.Socket({ readable: true, writable: true, ...options, fd }))
   }
 
-  /** A `net.Server` accepting on a listening TCP or Unix socket. */
+  /**
+   * A `net.Server` accepting on a listening TCP or Unix socket. Exclusive: in
+   * a cluster worker it accepts here, instead of asking the primary to listen.
+   */
   toServer(options: net.ServerOpts = {}, connectionListener?: (socket: net.Socket) => void): net.Server {
     this.#expect(['tcp-listener', 'unix-stream-listener'], 'toServer()')
-    return net.createServer(options, connectionListener).listen({ fd: this.take() })
+    return this.#handOver((fd) => net.createServer(options, connectionListener).listen({ fd, exclusive: true }))
   }
 
-  /** Makes `server` (for example an `http.Server`) accept on this listening socket. */
+  /** Makes `server` (for example an `http.Server`) accept on this listening socket, as {@link toServer}. */
   listen<S extends net.Server>(server: S, callback?: () => void): S {
     this.#expect(['tcp-listener', 'unix-stream-listener'], 'listen()')
-    server.listen({ fd: this.take() }, callback)
-    return server
+    return this.#handOver((fd) => server.listen({ fd, exclusive: true }, callback))
   }
 
   /**
@@ -467,10 +507,19 @@ export class ReceivedFd implements Disposable {
    */
   toDgram(options: Omit<dgram.SocketOptions, 'type'> = {}): dgram.Socket {
     this.#expect(['udp'], 'toDgram()')
+    // dgram takes a descriptor only when it is above 0.
+    if (this.fd === 0) throw makeError(Error, 'ERR_FDPASS_UNSUPPORTED', 'dgram cannot adopt descriptor 0; it stays open and owned here')
     const type = native.socketFamily(this.fd) === 'inet6' ? 'udp6' : 'udp4'
-    const socket = dgram.createSocket({ ...options, type })
-    socket.bind({ fd: this.take() })
-    return socket
+    return this.#handOver((fd) => {
+      const socket = dgram.createSocket({ ...options, type })
+      try {
+        socket.bind({ fd, exclusive: true })
+      } catch (err) {
+        socket.close()
+        throw err
+      }
+      return socket
+    })
   }
 
   /**
@@ -478,28 +527,26 @@ export class ReceivedFd implements Disposable {
    * descriptor when it ends. fs reads on the libuv thread pool and needs a
    * blocking descriptor, so a non-blocking one is made blocking first: the
    * flag belongs to the open file, so every other holder of it (the sender
-   * too) sees it change.
+   * too) sees it change. Each read of a fifo or TTY that waits holds a
+   * thread-pool thread meanwhile; for a fifo, {@link toSocket} holds none.
    */
   toReadStream(options: StreamOptions = {}): fs.ReadStream {
     this.#expect(STREAMABLE, 'toReadStream()')
     native.setBlocking(this.fd, true)
-    return fs.createReadStream('', { ...options, fd: this.take(), autoClose: true })
+    return this.#handOver((fd) => fs.createReadStream('', { ...options, fd, autoClose: true }))
   }
 
   /** An `fs.WriteStream` over a file, fifo, TTY or character device; as {@link toReadStream}. */
   toWriteStream(options: StreamOptions = {}): fs.WriteStream {
     this.#expect(STREAMABLE, 'toWriteStream()')
     native.setBlocking(this.fd, true)
-    return fs.createWriteStream('', { ...options, fd: this.take(), autoClose: true })
+    return this.#handOver((fd) => fs.createWriteStream('', { ...options, fd, autoClose: true }))
   }
 
   /** An fdpass {@link Channel} over a received connected Unix socket. */
   toChannel(options: ChannelOptions = {}): Channel {
     this.#expect(['unix-stream', 'unix-seqpacket', 'unix-dgram'], 'toChannel()')
-    // Adopted first: if that fails, this still owns the descriptor.
-    const channel = Channel.fromFd(this.fd, options)
-    native.releaseHeld(this.#release())
-    return channel
+    return this.#handOver((fd) => Channel.fromFd(fd, options))
   }
 }
 
@@ -802,17 +849,14 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
           this.#sends.push({ resolve, reject })
           this.#rewatch()
         })
-    const moved = new Set<FdHolder>()
-    for (const entry of holders) {
-      if (isMovedFd(entry)) {
-        if (entry.move === true || opts.move === true) moved.add(entry.fd)
-      } else if (opts.move === true) moved.add(entry)
-    }
-    if (moved.size === 0) return done
-    // The same holder listed twice is given up once.
-    return done.then(async () => {
-      for (const holder of moved) await release(holder)
+    const moved = new Map<number, FdHolder>()
+    holders.forEach((entry, i) => {
+      const holder = isMovedFd(entry) ? entry.fd : entry
+      const wanted = opts.move === true || (isMovedFd(entry) && entry.move === true)
+      if (wanted && !moved.has(numbers[i] as number)) moved.set(numbers[i] as number, holder)
     })
+    if (moved.size === 0) return done
+    return done.then(() => releaseMoved(moved))
   }
 
   /**

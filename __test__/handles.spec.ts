@@ -172,6 +172,13 @@ test.serial('move per descriptor gives up only those, only after the send succee
   t.is(fds.length, 2)
   for (const fd of fds) fd.close()
 
+  // One descriptor named twice, by object and by number, is given up once
+  // (closing the number again could close a reused one).
+  const twice = await open(__filename, 'r')
+  await a.send({ fds: [twice, twice.fd], move: true })
+  t.is(twice.fd, -1)
+  for (const fd of (await b.recv()).fds) fd.close()
+
   // A failed send gives up nothing: the moved holder stays open.
   const survivor = await open(__filename, 'r')
   const stale = openSync('/dev/null', 'r')
@@ -197,6 +204,10 @@ test.serial('conversions of the wrong kind throw ERR_FDPASS_WRONG_KIND and keep 
     t.throws(convert, { code: 'ERR_FDPASS_WRONG_KIND' })
   }
   t.false(fileFd.released || udpFd.released, 'both still owned here')
+  // A conversion of the right kind that Node refuses leaves it owned too.
+  t.throws(() => fileFd.toReadStream({ encoding: 'no-such-encoding' as BufferEncoding }), { code: 'ERR_INVALID_ARG_VALUE' })
+  t.false(fileFd.released, 'still owned after Node refused the stream')
+  t.is(readFileSync(fileFd.fd, 'utf8').length > 0, true, 'and still open')
   fileFd.close()
   udpFd.close()
   a.close()

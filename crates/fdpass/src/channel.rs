@@ -515,7 +515,11 @@ impl Channel {
     /// With `Readiness::Unknown`, and while reads without a readiness report
     /// keep finding nothing, it may return empty without a system call: the
     /// caller waits for readiness as it would after EAGAIN. Read-ahead is
-    /// paced the same way. Neither ever skips what is already buffered.
+    /// paced the same way. Neither ever skips what is already buffered. So
+    /// an empty result does not prove the socket empty: wait with
+    /// level-triggered readiness (poll, libuv's uv_poll, epoll without
+    /// EPOLLET), which reports data a skipped read left behind; an
+    /// edge-triggered waiter could sleep on it forever.
     pub fn try_recv_many(
         &mut self,
         opts: RecvOptions,

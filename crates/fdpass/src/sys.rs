@@ -298,6 +298,14 @@ pub fn peer_credentials(sock: BorrowedFd<'_>) -> Result<PeerCredentials> {
     {
         let c = socket::getsockopt(&sock, sockopt::PeerCredentials)
             .map_err(|e| Error::sys("getsockopt", e))?;
+        // A socket connected by connect(2) on a datagram socket has no
+        // recorded peer: Linux answers pid 0 and uid/gid -1.
+        if c.pid() == 0 && c.uid() == u32::MAX {
+            return Err(Error::Sys {
+                syscall: "getsockopt",
+                errno: Errno::ENOTCONN,
+            });
+        }
         Ok(PeerCredentials {
             pid: Some(c.pid()),
             uid: c.uid(),

@@ -735,3 +735,31 @@ fn kinds_are_detected() {
     assert_eq!(sys::fd_kind(f.as_fd()).unwrap().name(), "file");
     std::fs::remove_file(path).unwrap();
 }
+
+#[test]
+fn peer_credentials_name_this_process_and_refuse_sockets_without_a_peer_record() {
+    let _g = serial();
+    let (a, _b) = pair(SocketType::Stream, Mode::Framed);
+    let me = sys::peer_credentials(a.as_fd()).unwrap();
+    assert_eq!(me.uid, nix::unistd::getuid().as_raw());
+    assert_eq!(me.gid, nix::unistd::getgid().as_raw());
+    if cfg!(target_os = "linux") {
+        assert_eq!(me.pid, Some(std::process::id() as i32));
+    }
+
+    // A datagram socket connected with connect(2) has no peer the kernel recorded.
+    let there = temp_path("dgram-there");
+    let here = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    let _bound = std::os::unix::net::UnixDatagram::bind(&there).unwrap();
+    here.connect(&there).unwrap();
+    let got = sys::peer_credentials(here.as_fd());
+    std::fs::remove_file(&there).unwrap();
+    if cfg!(target_os = "linux") {
+        assert!(
+            matches!(got, Err(Error::Sys { errno, .. }) if errno == nix::errno::Errno::ENOTCONN),
+            "{got:?}"
+        );
+    } else {
+        assert!(got.is_err(), "{got:?}");
+    }
+}

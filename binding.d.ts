@@ -51,6 +51,8 @@ export declare class NativeChannel {
    * once. Every wake must be answered by arming again or disarming.
    */
   watch(reactor: Reactor, token: number, events: number): void
+  /** Refuses the connection and closes it (see `Channel::refuse`). */
+  refuse(): void
   /**
    * Closes the socket. Queued messages are dropped and their descriptor
    * copies closed; so is every descriptor of a partly received message.

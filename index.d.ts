@@ -91,6 +91,14 @@ export interface ListenOptions extends ChannelOptions {
     /** Permission bits of the socket file (e.g. `0o600`), set before any peer can connect. */
     mode?: number;
     backlog?: number;
+    /**
+     * Access policy, asked for each connection before it becomes a channel and
+     * before anything is read from it: `true` admits the peer; anything else
+     * (or a throw) refuses it. A refused connection is closed, its peer's next
+     * receive rejects with `ERR_FDPASS_PEER_REFUSED` (framed mode), and the
+     * server emits `'refused'`.
+     */
+    allow?: (peer: PeerCredentials) => boolean;
 }
 /**
  * Who is at the other end of a channel, as the kernel recorded it when the

@@ -128,6 +128,14 @@ export interface ListenOptions extends ChannelOptions {
   /** Permission bits of the socket file (e.g. `0o600`), set before any peer can connect. */
   mode?: number
   backlog?: number
+  /**
+   * Access policy, asked for each connection before it becomes a channel and
+   * before anything is read from it: `true` admits the peer; anything else
+   * (or a throw) refuses it. A refused connection is closed, its peer's next
+   * receive rejects with `ERR_FDPASS_PEER_REFUSED` (framed mode), and the
+   * server emits `'refused'`.
+   */
+  allow?: (peer: PeerCredentials) => boolean
 }
 
 /**
@@ -140,6 +148,11 @@ export interface PeerCredentials {
   pid?: number
   uid: number
   gid: number
+}
+
+/** Frozen credentials, without `pid` where the platform records none. */
+function credentialsOf({ pid, uid, gid }: native.PeerCredentials): PeerCredentials {
+  return Object.freeze(pid === undefined || pid === null ? { uid, gid } : { pid, uid, gid })
 }
 
 export interface SocketPairOptions extends ChannelOptions {
@@ -802,8 +815,7 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
     if (this.#peer === undefined) {
       const handle = this.#native
       if (handle === null) throw closedError('channel')
-      const { pid, uid, gid } = handle.peer()
-      this.#peer = Object.freeze(pid === undefined || pid === null ? { uid, gid } : { pid, uid, gid })
+      this.#peer = credentialsOf(handle.peer())
     }
     return this.#peer
   }
@@ -1106,10 +1118,13 @@ export class Server extends EventEmitter implements AsyncIterable<Channel>, Disp
   /** Set while accepting pauses after running out of descriptors. */
   #retry: NodeJS.Timeout | undefined
 
+  readonly #allow: ((peer: PeerCredentials) => boolean) | undefined
+
   /** @internal Use {@link listen}. */
-  constructor(handle: native.NativeListener, path: string, abstract: boolean, framing: Framing) {
+  constructor(handle: native.NativeListener, path: string, abstract: boolean, framing: Framing, allow?: (peer: PeerCredentials) => boolean) {
     super()
     this.#native = handle
+    this.#allow = allow
     this.path = path
     this.abstract = abstract
     this.framing = framing
@@ -1161,12 +1176,29 @@ export class Server extends EventEmitter implements AsyncIterable<Channel>, Disp
         continue
       }
       if (handle === null) break
+      if (!this.#admits(handle)) continue
       const channel = new Channel(handle, this.framing)
       const taker = this.#takers.shift()
       if (taker) taker.resolve({ value: channel, done: false })
       else this.emit('connection', channel)
     }
     this.#rewatch()
+  }
+
+  /** Asks the policy about a new connection; refuses (and closes) it unless admitted. */
+  #admits(handle: native.NativeChannel): boolean {
+    if (this.#allow === undefined) return true
+    let peer: PeerCredentials | undefined
+    let error: unknown
+    try {
+      peer = credentialsOf(handle.peer())
+      if (this.#allow(peer) === true) return true
+    } catch (err) {
+      error = err
+    }
+    handle.refuse()
+    this.emit('refused', peer, error)
+    return false
   }
 
   /** Waits for a connection while someone wants one; after `#accept`, that means EAGAIN. */
@@ -1231,7 +1263,8 @@ export function listen(target: string | ListenOptions, connectionListener?: (cha
   }
   const backlog = opts.backlog === undefined ? 511 : validateInteger('target.backlog', opts.backlog, 0, 0x7fffffff)
   const handle = native.listen(opts.path, opts.abstract === true, type as native.SocketType, fileMode, backlog, framing as native.ChannelMode)
-  const server = new Server(handle, opts.path, opts.abstract === true, framing)
+  if (opts.allow !== undefined && typeof opts.allow !== 'function') throw invalidArgType('target.allow', 'a function', opts.allow)
+  const server = new Server(handle, opts.path, opts.abstract === true, framing, opts.allow)
   if (connectionListener) server.on('connection', connectionListener)
   return server
 }

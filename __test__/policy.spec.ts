@@ -1,6 +1,8 @@
+import { openSync } from 'node:fs'
+
 import test from 'ava'
 
-import { listen, socketPair } from 'fdpass'
+import { closeAll, listen, socketPair, type Channel, type PeerCredentials } from 'fdpass'
 
 import { fdCount, runPeer, settledFdCount, socketPath } from './helpers'
 
@@ -24,4 +26,57 @@ test.serial('channel.peer names the process at the other end, as the kernel reco
   t.is(a.peer.pid, process.pid, 'what was read stays readable after close')
   t.throws(() => b.peer, { code: 'ERR_FDPASS_CLOSED' }, 'never read before close: nothing to read now')
   t.is(await settledFdCount(before), before)
+})
+
+test.serial('a peer the policy refuses gets ERR_FDPASS_PEER_REFUSED and nothing it sent arrives', async (t) => {
+  const before = fdCount()
+  const path = socketPath('policy')
+  const refusals: (PeerCredentials | undefined)[] = []
+  let refusedPid: number | undefined
+  const server = listen({ path, mode: 0o600, allow: (peer) => peer.pid !== refusedPid })
+  server.on('refused', (peer: PeerCredentials | undefined) => refusals.push(peer))
+  const refused = runPeer('expect-refused', path)
+  refusedPid = refused.pid
+  const admitted = runPeer('echo', path)
+  const channels: Channel[] = []
+  server.on('connection', (channel: Channel) => channels.push(channel))
+
+  const refusedResult = await refused.exited
+  t.is(refusedResult.code, 0, refusedResult.stderr)
+  t.is(refusedResult.report?.after, refusedResult.report?.before, 'the refused peer ends at its baseline')
+  t.deepEqual(
+    refusals.map((peer) => peer?.pid),
+    [refused.pid],
+  )
+
+  while (channels.length === 0) await new Promise((r) => setTimeout(r, 10))
+  const [channel] = channels as [Channel]
+  t.is(channel.peer.pid, admitted.pid)
+  const file = openSync(__filename, 'r')
+  await channel.send({ data: 'admitted', fds: [file], move: true })
+  const echo = await channel.recv()
+  t.is(echo.data.toString(), 'admitted')
+  closeAll(echo.fds)
+  channel.close()
+  server.close()
+  t.is((await admitted.exited).code, 0)
+  t.is(await settledFdCount(before), before, 'nothing the refused peer sent was installed here')
+})
+
+test.serial('a policy that throws refuses, and allow must be a function', async (t) => {
+  const path = socketPath('policy-throws')
+  const server = listen({
+    path,
+    allow: () => {
+      throw new Error('policy failed')
+    },
+  })
+  const reasons: unknown[] = []
+  server.on('refused', (_peer: unknown, reason: unknown) => reasons.push(reason))
+  server.on('connection', () => t.fail('a throwing policy admitted a peer'))
+  const peer = runPeer('expect-refused', path)
+  t.is((await peer.exited).code, 0)
+  t.is((reasons[0] as Error | undefined)?.message, 'policy failed')
+  server.close()
+  t.throws(() => listen({ path: socketPath('bad-allow'), allow: true as never }), { code: 'ERR_INVALID_ARG_TYPE' })
 })

@@ -6,7 +6,7 @@
 import { spawn } from 'node:child_process'
 import * as dgram from 'node:dgram'
 import { once } from 'node:events'
-import { createReadStream, createWriteStream, openSync, readdirSync, readFileSync, readlinkSync } from 'node:fs'
+import { closeSync, createReadStream, createWriteStream, openSync, readdirSync, readFileSync, readlinkSync } from 'node:fs'
 import { open } from 'node:fs/promises'
 import * as http from 'node:http'
 import * as net from 'node:net'
@@ -155,6 +155,29 @@ const roles: Record<string, (socket: string, args: string[]) => Promise<void>> =
     await channel.send({ data: `${message.data.toString()}: ${content}` })
     await awaitAck(channel)
     channel.close()
+  },
+
+  /**
+   * Connects to a listener whose policy refuses it: sends a descriptor
+   * anyway (EPIPE if the refusal came first), then expects its receive to
+   * reject with ERR_FDPASS_PEER_REFUSED.
+   */
+  async 'expect-refused'(socket) {
+    const channel = await connect(socket)
+    const fd = openSync('/dev/null', 'r')
+    try {
+      await channel.send({ data: 'let me in', fds: [fd], move: true })
+    } catch (err) {
+      // A failed send moves nothing: the descriptor is still ours to close.
+      closeSync(fd)
+      if ((err as { code?: string }).code !== 'EPIPE') throw err
+    }
+    const code = await channel.recv().then(
+      () => 'a message',
+      (err: { code?: string }) => err.code,
+    )
+    channel.close()
+    if (code !== 'ERR_FDPASS_PEER_REFUSED') throw new Error(`expected ERR_FDPASS_PEER_REFUSED, got ${code}`)
   },
 
   /** Echoes every message back with its descriptors until the peer closes. */

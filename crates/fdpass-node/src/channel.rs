@@ -191,6 +191,15 @@ impl NativeChannel {
         self.watch.set(env, reactor, channel.as_fd(), token, events)
     }
 
+    /// Refuses the connection and closes it (see `Channel::refuse`).
+    #[napi]
+    pub fn refuse(&mut self) {
+        self.watch.clear();
+        if let Some(channel) = self.channel.take() {
+            channel.refuse();
+        }
+    }
+
     /// Closes the socket. Queued messages are dropped and their descriptor
     /// copies closed; so is every descriptor of a partly received message.
     #[napi]

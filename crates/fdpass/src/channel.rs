@@ -268,6 +268,23 @@ impl Channel {
     }
 
     /// Gives the socket back; anything queued or partly received is dropped.
+    /// Refuses this connection (a listener's policy said no) and closes it.
+    /// In framed mode the peer's next receive then fails with `PeerRefused`:
+    /// one refusal frame is written first, best effort, as a fresh socket has
+    /// room for it; raw-mode peers have no frames and only see the close.
+    /// Nothing is ever read from the socket, so descriptors the peer sent in
+    /// the meantime never reach this process: the kernel closes them with it.
+    pub fn refuse(self) {
+        if self.mode == Mode::Framed {
+            let _ = sys::send_with_fds(
+                self.sock.as_fd(),
+                self.kind,
+                &frame::Header::refused_frame(),
+                &crate::NO_FDS,
+            );
+        }
+    }
+
     pub fn into_fd(self) -> OwnedFd {
         self.sock
     }

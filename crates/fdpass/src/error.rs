@@ -38,6 +38,9 @@ pub enum Error {
     #[error("the peer closed the channel in the middle of a message; {fds} descriptors of it were closed")]
     ClosedMidMessage { fds: usize },
 
+    #[error("the listener refused this connection (its policy does not allow this peer)")]
+    PeerRefused,
+
     #[error("{0}")]
     Unsupported(&'static str),
 
@@ -68,6 +71,7 @@ impl Error {
             Error::Protocol(_) => "ERR_FDPASS_PROTOCOL",
             Error::Closed | Error::PeerClosed => "ERR_FDPASS_CLOSED",
             Error::ClosedMidMessage { .. } => "ERR_FDPASS_PROTOCOL",
+            Error::PeerRefused => "ERR_FDPASS_PEER_REFUSED",
             Error::Unsupported(_) => "ERR_FDPASS_UNSUPPORTED",
             Error::TooManyInFlight => "ETOOMANYREFS",
             Error::InvalidArgument(_) => "ERR_INVALID_ARG_VALUE",

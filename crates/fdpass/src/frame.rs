@@ -20,6 +20,9 @@ pub const FLAG_MORE: u8 = 0x01;
 /// Flag bit: the sender abandons the message in progress (no payload, no
 /// descriptors, no `MORE`); the receiver discards it and closes its descriptors.
 pub const FLAG_ABORT: u8 = 0x02;
+/// Flag bit: a listener refused this connection (no payload, no descriptors,
+/// no other flag); nothing else follows on it.
+pub const FLAG_REFUSED: u8 = 0x04;
 /// Payload bytes per frame on datagram and seqpacket sockets: under Linux's
 /// default socket buffer, and small enough that records are never split.
 pub const DATAGRAM_FRAME_PAYLOAD: usize = if cfg!(any(target_os = "linux", target_os = "android")) {
@@ -28,10 +31,11 @@ pub const DATAGRAM_FRAME_PAYLOAD: usize = if cfg!(any(target_os = "linux", targe
     2048 - HEADER_LEN
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Header {
     pub more: bool,
     pub abort: bool,
+    pub refused: bool,
     pub fds: u16,
     pub payload_len: u32,
 }
@@ -41,7 +45,9 @@ impl Header {
         let mut h = [0u8; HEADER_LEN];
         h[0..2].copy_from_slice(&MAGIC);
         h[2] = VERSION;
-        h[3] = if self.more { FLAG_MORE } else { 0 } | if self.abort { FLAG_ABORT } else { 0 };
+        h[3] = if self.more { FLAG_MORE } else { 0 }
+            | if self.abort { FLAG_ABORT } else { 0 }
+            | if self.refused { FLAG_REFUSED } else { 0 };
         h[4..6].copy_from_slice(&self.fds.to_le_bytes());
         // bytes 6..8 reserved, zero
         h[8..12].copy_from_slice(&self.payload_len.to_le_bytes());
@@ -63,12 +69,13 @@ impl Header {
                 b[2]
             )));
         }
-        if b[3] & !(FLAG_MORE | FLAG_ABORT) != 0 || b[6] != 0 || b[7] != 0 {
+        if b[3] & !(FLAG_MORE | FLAG_ABORT | FLAG_REFUSED) != 0 || b[6] != 0 || b[7] != 0 {
             return Err(Error::Protocol("reserved header bits are set".into()));
         }
         let header = Header {
             more: b[3] & FLAG_MORE != 0,
             abort: b[3] & FLAG_ABORT != 0,
+            refused: b[3] & FLAG_REFUSED != 0,
             fds: u16::from_le_bytes([b[4], b[5]]),
             payload_len: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
         };
@@ -77,7 +84,23 @@ impl Header {
                 "an abort frame carries no payload, no descriptors and no MORE flag".into(),
             ));
         }
+        if header.refused
+            && (header.more || header.abort || header.fds != 0 || header.payload_len != 0)
+        {
+            return Err(Error::Protocol(
+                "a refusal frame carries no payload, no descriptors and no other flag".into(),
+            ));
+        }
         Ok(header)
+    }
+
+    /// The frame a listener writes to a connection its policy refuses.
+    pub fn refused_frame() -> [u8; HEADER_LEN] {
+        Header {
+            refused: true,
+            ..Header::default()
+        }
+        .encode()
     }
 
     /// The frame a sender writes to abandon the message it started.
@@ -85,6 +108,7 @@ impl Header {
         Header {
             more: false,
             abort: true,
+            refused: false,
             fds: 0,
             payload_len: 0,
         }
@@ -122,6 +146,7 @@ pub fn encode(
         let header = Header {
             more: i + 1 < frames,
             abort: false,
+            refused: false,
             fds: nfds as u16,
             payload_len: len as u32,
         };
@@ -324,6 +349,9 @@ impl StreamReassembler {
                         ))));
                     }
                     self.at += HEADER_LEN;
+                    if h.refused {
+                        return Some(Err(Error::PeerRefused));
+                    }
                     if h.abort {
                         // The sender gave up on the message in progress: drop it whole.
                         self.partial = None;
@@ -387,6 +415,7 @@ impl StreamReassembler {
         let (fds, len) = (h.fds as usize, h.payload_len as usize);
         if h.more
             || h.abort
+            || h.refused
             || fds > limits.max_fds.min(room.max_fds)
             || len > limits.max_bytes
             || HEADER_LEN + len > room.max_bytes
@@ -464,6 +493,10 @@ impl RecordReassembler {
                 fds.len()
             ))));
         }
+        if header.refused {
+            self.partial = None;
+            return Some(Err(Error::PeerRefused));
+        }
         if header.abort {
             self.partial = None;
             return None;
@@ -502,6 +535,7 @@ mod tests {
         let h = Header {
             more: true,
             abort: false,
+            refused: false,
             fds: 253,
             payload_len: 0xdead_beef,
         };
@@ -513,6 +547,7 @@ mod tests {
         let mut b = Header {
             more: false,
             abort: false,
+            refused: false,
             fds: 0,
             payload_len: 1,
         }
@@ -665,6 +700,24 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_frame_ends_the_stream_with_peer_refused_and_carries_nothing() {
+        let mut r = StreamReassembler::default();
+        r.push(&Header::refused_frame(), Vec::new());
+        assert!(matches!(r.next(NO_LIMITS), Some(Err(Error::PeerRefused))));
+        let mut records = RecordReassembler::default();
+        assert!(matches!(
+            records.push(&Header::refused_frame(), Vec::new(), NO_LIMITS),
+            Some(Err(Error::PeerRefused))
+        ));
+        let mut with_payload = Header::refused_frame();
+        with_payload[8] = 1;
+        assert!(matches!(
+            Header::decode(&with_payload),
+            Err(Error::Protocol(_))
+        ));
+    }
+
+    #[test]
     fn an_abort_frame_with_content_is_a_violation() {
         let mut b = Header::abort_frame();
         b[8] = 1;
@@ -702,6 +755,7 @@ mod tests {
             let header = Header {
                 more,
                 abort: false,
+                refused: false,
                 fds: fds as u16,
                 payload_len: data.len() as u32,
             };

@@ -46,10 +46,9 @@ fn peer() {
         // Writes a frame header that promises a payload, with descriptors, then exits.
         "die-mid-message" => {
             let header = fdpass::frame::Header {
-                more: false,
-                abort: false,
                 fds: 2,
                 payload_len: 100,
+                ..Default::default()
             }
             .encode();
             let fds = [dev_null(), dev_null()];

@@ -120,7 +120,20 @@ export declare function fdKind(fd: number): string
 
 export declare function isCloseOnExec(fd: number): boolean
 
-export declare function listen(path: string, abstractName: boolean, socketType: SocketType, fileMode: number | undefined | null, backlog: number, mode: ChannelMode): NativeListener
+export declare function listen(options: NativeListenOptions): NativeListener
+
+/** What `listen` needs, as the facade validated it. */
+export interface NativeListenOptions {
+  path: string
+  abstractName: boolean
+  socketType: SocketType
+  /** Permission bits of the socket file. */
+  fileMode?: number
+  backlog: number
+  mode: ChannelMode
+  /** False refuses descriptors on every accepted connection (SO_PASSRIGHTS). */
+  acceptFds: boolean
+}
 
 /** Who is at the other end of a channel (see `fdpass::PeerCredentials`). */
 export interface PeerCredentials {
@@ -138,10 +151,18 @@ export interface PlatformLimits {
   maxFdsPerMessage: number
   hasSeqpacket: boolean
   hasAbstractNames: boolean
+  /** Whether sockets can refuse descriptors in the kernel (SO_PASSRIGHTS). */
+  canRefuseFds: boolean
 }
 
 /** Hands `fd` over to the caller; it is no longer closed at teardown. */
 export declare function releaseHeld(fd: number): boolean
+
+/**
+ * Makes a Unix socket accept or refuse descriptors in the kernel
+ * (SO_PASSRIGHTS; ERR_FDPASS_UNSUPPORTED where the kernel lacks it).
+ */
+export declare function setAcceptsFds(fd: number, accept: boolean): void
 
 /** Sets or clears O_NONBLOCK (shared by every holder of the open file). */
 export declare function setBlocking(fd: number, blocking: boolean): void

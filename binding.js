@@ -850,6 +850,7 @@ module.exports.isCloseOnExec = nativeBinding.isCloseOnExec
 module.exports.listen = nativeBinding.listen
 module.exports.platformLimits = nativeBinding.platformLimits
 module.exports.releaseHeld = nativeBinding.releaseHeld
+module.exports.setAcceptsFds = nativeBinding.setAcceptsFds
 module.exports.setBlocking = nativeBinding.setBlocking
 module.exports.socketFamily = nativeBinding.socketFamily
 module.exports.socketPair = nativeBinding.socketPair

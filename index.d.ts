@@ -99,6 +99,14 @@ export interface ListenOptions extends ChannelOptions {
      * server emits `'refused'`.
      */
     allow?: (peer: PeerCredentials) => boolean;
+    /**
+     * Refuse descriptors on every accepted connection, in the kernel and from
+     * the moment it connects: a peer's send with descriptors fails with
+     * `EPERM` and nothing is installed here. Needs {@link limits}`.canRefuseFds`;
+     * elsewhere `listen()` throws `ERR_FDPASS_UNSUPPORTED` (receive with
+     * `maxFds: 0` instead, which closes what arrives).
+     */
+    refuseFds?: boolean;
 }
 /**
  * Who is at the other end of a channel, as the kernel recorded it when the
@@ -114,11 +122,16 @@ export interface PeerCredentials {
 export interface SocketPairOptions extends ChannelOptions {
     type?: SocketType;
 }
-/** What this platform allows. */
+/**
+ * What this platform allows. `canRefuseFds`: whether sockets can refuse
+ * descriptors in the kernel (`SO_PASSRIGHTS`, Linux 6.16 and later), for
+ * `listen({ refuseFds })` and {@link Channel.refuseFds}.
+ */
 export declare const limits: Readonly<{
     maxFdsPerMessage: number;
     hasSeqpacket: boolean;
     hasAbstractNames: boolean;
+    canRefuseFds: boolean;
 }>;
 /** An error with a Node-style `code`, as all fdpass errors have. */
 export interface FdpassError extends Error {
@@ -212,6 +225,14 @@ export declare class Channel extends EventEmitter implements AsyncIterable<Messa
      * Throws `ERR_FDPASS_CLOSED` if first read after the channel closed.
      */
     get peer(): PeerCredentials;
+    /**
+     * Refuses descriptors from now on, in the kernel (`SO_PASSRIGHTS`): the
+     * peer's sends with descriptors fail with `EPERM` and nothing is installed
+     * here; messages already queued are unaffected. `refuseFds(false)` accepts
+     * them again. Throws `ERR_FDPASS_UNSUPPORTED` where {@link limits}`.canRefuseFds`
+     * is false.
+     */
+    refuseFds(refuse?: boolean): void;
     /**
      * Sends one message. Resolves once it is all with the kernel. Argument
      * errors throw before any system call; system errors reject, and then

@@ -136,6 +136,14 @@ export interface ListenOptions extends ChannelOptions {
    * server emits `'refused'`.
    */
   allow?: (peer: PeerCredentials) => boolean
+  /**
+   * Refuse descriptors on every accepted connection, in the kernel and from
+   * the moment it connects: a peer's send with descriptors fails with
+   * `EPERM` and nothing is installed here. Needs {@link limits}`.canRefuseFds`;
+   * elsewhere `listen()` throws `ERR_FDPASS_UNSUPPORTED` (receive with
+   * `maxFds: 0` instead, which closes what arrives).
+   */
+  refuseFds?: boolean
 }
 
 /**
@@ -159,8 +167,12 @@ export interface SocketPairOptions extends ChannelOptions {
   type?: SocketType
 }
 
-/** What this platform allows. */
-export const limits: Readonly<{ maxFdsPerMessage: number; hasSeqpacket: boolean; hasAbstractNames: boolean }> =
+/**
+ * What this platform allows. `canRefuseFds`: whether sockets can refuse
+ * descriptors in the kernel (`SO_PASSRIGHTS`, Linux 6.16 and later), for
+ * `listen({ refuseFds })` and {@link Channel.refuseFds}.
+ */
+export const limits: Readonly<{ maxFdsPerMessage: number; hasSeqpacket: boolean; hasAbstractNames: boolean; canRefuseFds: boolean }> =
   Object.freeze(native.platformLimits())
 
 const DEFAULT_MAX_BYTES = { framed: 64 * 1024 * 1024, raw: 64 * 1024 } as const
@@ -821,6 +833,19 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
   }
 
   /**
+   * Refuses descriptors from now on, in the kernel (`SO_PASSRIGHTS`): the
+   * peer's sends with descriptors fail with `EPERM` and nothing is installed
+   * here; messages already queued are unaffected. `refuseFds(false)` accepts
+   * them again. Throws `ERR_FDPASS_UNSUPPORTED` where {@link limits}`.canRefuseFds`
+   * is false.
+   */
+  refuseFds(refuse = true): void {
+    const handle = this.#native
+    if (handle === null) throw closedError('channel')
+    native.setAcceptsFds(handle.fd, !refuse)
+  }
+
+  /**
    * Sends one message. Resolves once it is all with the kernel. Argument
    * errors throw before any system call; system errors reject, and then
    * nothing was sent and the caller's descriptors are untouched.
@@ -1262,7 +1287,15 @@ export function listen(target: string | ListenOptions, connectionListener?: (cha
     throw makeError(TypeError, 'ERR_INVALID_ARG_VALUE', 'The "target.mode" option applies to filesystem sockets; abstract names have no permissions')
   }
   const backlog = opts.backlog === undefined ? 511 : validateInteger('target.backlog', opts.backlog, 0, 0x7fffffff)
-  const handle = native.listen(opts.path, opts.abstract === true, type as native.SocketType, fileMode, backlog, framing as native.ChannelMode)
+  const handle = native.listen({
+    path: opts.path,
+    abstractName: opts.abstract === true,
+    socketType: type as native.SocketType,
+    fileMode,
+    backlog,
+    mode: framing as native.ChannelMode,
+    acceptFds: opts.refuseFds !== true,
+  })
   if (opts.allow !== undefined && typeof opts.allow !== 'function') throw invalidArgType('target.allow', 'a function', opts.allow)
   const server = new Server(handle, opts.path, opts.abstract === true, framing, opts.allow)
   if (connectionListener) server.on('connection', connectionListener)

@@ -5,7 +5,7 @@ import { join } from 'node:path'
 
 import type { ExecutionContext } from 'ava'
 
-import { listen, type Channel, type Server } from 'fdpass'
+import { listen, type Channel, type ListenOptions, type Server } from 'fdpass'
 
 /** Descriptors open in this process right now. */
 export function fdCount(): number {
@@ -65,7 +65,7 @@ export async function withPeer(
   role: string,
   args: string[],
   body: (channel: Channel) => Promise<void>,
-  listenOptions: { framing?: 'framed' | 'raw' } = {},
+  listenOptions: Omit<ListenOptions, 'path'> = {},
 ): Promise<{ before: number; after: number; peer: Awaited<ReturnType<typeof runPeer>['exited']> }> {
   const before = fdCount()
   const path = socketPath(role)

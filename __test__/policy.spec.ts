@@ -1,10 +1,10 @@
-import { openSync } from 'node:fs'
+import { closeSync, openSync } from 'node:fs'
 
 import test from 'ava'
 
-import { closeAll, listen, socketPair, type Channel, type PeerCredentials } from 'fdpass'
+import { closeAll, limits, listen, socketPair, type Channel, type PeerCredentials } from 'fdpass'
 
-import { fdCount, runPeer, settledFdCount, socketPath } from './helpers'
+import { assertBaselines, fdCount, runPeer, settledFdCount, socketPath, withPeer } from './helpers'
 
 test.serial('channel.peer names the process at the other end, as the kernel recorded it', async (t) => {
   const before = fdCount()
@@ -79,4 +79,49 @@ test.serial('a policy that throws refuses, and allow must be a function', async 
   t.is((reasons[0] as Error | undefined)?.message, 'policy failed')
   server.close()
   t.throws(() => listen({ path: socketPath('bad-allow'), allow: true as never }), { code: 'ERR_INVALID_ARG_TYPE' })
+})
+
+test.serial('a listener that refuses descriptors makes the kernel refuse them at the sender', async (t) => {
+  const before = fdCount()
+  const path = socketPath('refuse-fds')
+  if (!limits.canRefuseFds) {
+    // Kernels before Linux 6.16 (and other systems) have no SO_PASSRIGHTS.
+    t.throws(() => listen({ path, refuseFds: true }), { code: 'ERR_FDPASS_UNSUPPORTED' })
+    return
+  }
+  const r = await withPeer(
+    'send-to-refuser',
+    [],
+    async (channel) => {
+      const message = await channel.recv({ maxFds: 253 })
+      t.is(message.data.toString(), 'refused with EPERM')
+      t.is(message.fds.length, 0)
+      await channel.send({ data: 'ack' })
+    },
+    { refuseFds: true },
+  )
+  assertBaselines(t, r)
+  t.is(r.after, before)
+})
+
+test.serial('channel.refuseFds() switches refusal on and off', async (t) => {
+  const before = fdCount()
+  const [a, b] = socketPair()
+  const fd = openSync('/dev/null', 'r')
+  if (!limits.canRefuseFds) {
+    t.throws(() => b.refuseFds(), { code: 'ERR_FDPASS_UNSUPPORTED' })
+  } else {
+    b.refuseFds()
+    await t.throwsAsync(a.send({ data: 'x', fds: [fd] }), { code: 'EPERM' })
+    b.refuseFds(false)
+    await a.send({ data: 'y', fds: [fd] })
+    const message = await b.recv()
+    t.is(message.data.toString(), 'y', 'the refused message never arrived; this one did')
+    closeAll(message.fds)
+  }
+  closeSync(fd)
+  a.close()
+  b.close()
+  t.throws(() => b.refuseFds(), { code: 'ERR_FDPASS_CLOSED' })
+  t.is(await settledFdCount(before), before)
 })

@@ -180,6 +180,23 @@ const roles: Record<string, (socket: string, args: string[]) => Promise<void>> =
     if (code !== 'ERR_FDPASS_PEER_REFUSED') throw new Error(`expected ERR_FDPASS_PEER_REFUSED, got ${code}`)
   },
 
+  /**
+   * Connects to a listener that refuses descriptors: a send with one must
+   * fail with EPERM and leave it ours; a send without any goes through.
+   */
+  async 'send-to-refuser'(socket) {
+    const channel = await connect(socket)
+    const fd = openSync('/dev/null', 'r')
+    const code = await channel.send({ data: 'with a descriptor', fds: [fd], move: true }).then(
+      () => 'sent',
+      (err: { code?: string }) => err.code,
+    )
+    closeSync(fd) // the failed send moved nothing
+    await channel.send({ data: `refused with ${code}` })
+    await awaitAck(channel)
+    channel.close()
+  },
+
   /** Echoes every message back with its descriptors until the peer closes. */
   async echo(socket) {
     const channel = await connect(socket)

@@ -87,6 +87,8 @@ pub struct PlatformLimits {
     pub max_fds_per_message: u32,
     pub has_seqpacket: bool,
     pub has_abstract_names: bool,
+    /// Whether sockets can refuse descriptors in the kernel (SO_PASSRIGHTS).
+    pub can_refuse_fds: bool,
 }
 
 #[napi]
@@ -95,6 +97,7 @@ pub fn platform_limits() -> PlatformLimits {
         max_fds_per_message: fdpass::MAX_FDS_PER_SENDMSG as u32,
         has_seqpacket: fdpass::HAS_SEQPACKET,
         has_abstract_names: fdpass::HAS_ABSTRACT_NAMES,
+        can_refuse_fds: fdpass::sys::can_refuse_fds(),
     }
 }
 
@@ -116,24 +119,31 @@ pub fn adopt_channel(env: &Env, fd: i32, mode: ChannelMode) -> Result<NativeChan
     Ok(NativeChannel::wrap(channel))
 }
 
+/// What `listen` needs, as the facade validated it.
+#[napi(object)]
+pub struct NativeListenOptions {
+    pub path: String,
+    pub abstract_name: bool,
+    pub socket_type: SocketType,
+    /// Permission bits of the socket file.
+    pub file_mode: Option<u32>,
+    pub backlog: i32,
+    pub mode: ChannelMode,
+    /// False refuses descriptors on every accepted connection (SO_PASSRIGHTS).
+    pub accept_fds: bool,
+}
+
 #[napi]
-pub fn listen(
-    env: &Env,
-    path: String,
-    abstract_name: bool,
-    socket_type: SocketType,
-    file_mode: Option<u32>,
-    backlog: i32,
-    mode: ChannelMode,
-) -> Result<NativeListener> {
+pub fn listen(env: &Env, options: NativeListenOptions) -> Result<NativeListener> {
     let listener = Listener::bind(&ListenOptions {
-        address: address(path, abstract_name),
-        socket_type: socket_type.into(),
-        mode: file_mode,
-        backlog,
+        address: address(options.path, options.abstract_name),
+        socket_type: options.socket_type.into(),
+        mode: options.file_mode,
+        backlog: options.backlog,
+        accept_fds: options.accept_fds,
     })
     .or_throw(env)?;
-    Ok(NativeListener::wrap(listener, mode.into()))
+    Ok(NativeListener::wrap(listener, options.mode.into()))
 }
 
 /// Starts a non-blocking connect; call `pollConnect` after each writable wake.
@@ -186,6 +196,13 @@ pub fn socket_family(env: &Env, fd: i32) -> Result<String> {
 #[napi]
 pub fn is_close_on_exec(env: &Env, fd: i32) -> Result<bool> {
     fdpass::sys::is_cloexec(fd).or_throw(env)
+}
+
+/// Makes a Unix socket accept or refuse descriptors in the kernel
+/// (SO_PASSRIGHTS; ERR_FDPASS_UNSUPPORTED where the kernel lacks it).
+#[napi]
+pub fn set_accepts_fds(env: &Env, fd: i32, accept: bool) -> Result<()> {
+    fdpass::sys::with_raw(fd, |b| fdpass::sys::set_accepts_fds(b, accept)).or_throw(env)
 }
 
 /// Sets or clears O_NONBLOCK (shared by every holder of the open file).

@@ -34,6 +34,9 @@ pub struct ListenOptions {
     /// after bind and before listen, so no peer can connect in between.
     pub mode: Option<u32>,
     pub backlog: i32,
+    /// False refuses descriptors on every accepted connection, in the kernel
+    /// and from the moment it connects ([`sys::set_accepts_fds`]).
+    pub accept_fds: bool,
 }
 
 /// A listening Unix socket that accepts channels.
@@ -72,6 +75,9 @@ impl Listener {
             ));
         }
         let sock = sys::new_socket(opts.socket_type)?;
+        if !opts.accept_fds {
+            sys::set_accepts_fds(sock.as_fd(), false)?;
+        }
         let addr = opts.address.to_unix_addr()?;
         sys::bind(sock.as_fd(), &addr)?;
         let mut created = None;

@@ -128,6 +128,73 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>, nonblocking: bool) -> Result<()> {
     Ok(())
 }
 
+/// `SO_PASSRIGHTS` (Linux 6.16): with it off, the kernel refuses any
+/// `SCM_RIGHTS` sent to the socket (the sender's `sendmsg` fails with EPERM),
+/// so no descriptor is ever installed here. The asm-generic value, which the
+/// `libc` crate does not have yet; `None` where the option does not exist.
+const SO_PASSRIGHTS: Option<libc::c_int> = if cfg!(all(
+    any(target_os = "linux", target_os = "android"),
+    any(
+        target_arch = "x86_64",
+        target_arch = "x86",
+        target_arch = "aarch64",
+        target_arch = "arm",
+        target_arch = "riscv64",
+        target_arch = "loongarch64",
+        target_arch = "s390x",
+        target_arch = "powerpc64"
+    )
+)) {
+    Some(83)
+} else {
+    None
+};
+
+/// Whether this kernel lets a socket refuse descriptors ([`set_accepts_fds`]).
+pub fn can_refuse_fds() -> bool {
+    static PROBED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PROBED.get_or_init(|| {
+        socket::socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::empty(),
+        )
+        .is_ok_and(|(a, _b)| set_accepts_fds(a.as_fd(), true).is_ok())
+    })
+}
+
+/// Makes a Unix socket accept descriptors, or refuse them in the kernel
+/// (`SO_PASSRIGHTS`). A listening socket passes the setting on to the
+/// connections it accepts, from the moment they connect. `Unsupported` where
+/// the kernel has no such option.
+pub fn set_accepts_fds(sock: BorrowedFd<'_>, accept: bool) -> Result<()> {
+    let unsupported = Error::Unsupported(
+        "this kernel cannot refuse descriptors (SO_PASSRIGHTS needs Linux 6.16); \
+         receive with maxFds: 0 to close what arrives",
+    );
+    let Some(option) = SO_PASSRIGHTS else {
+        return Err(unsupported);
+    };
+    let value: libc::c_int = accept.into();
+    // SAFETY: `sock` is an open descriptor for the call; the kernel reads a
+    // c_int through the pointer and length given.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            std::ptr::from_ref(&value).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    match Errno::result(rc) {
+        Ok(_) => Ok(()),
+        Err(Errno::ENOPROTOOPT) => Err(unsupported),
+        Err(e) => Err(Error::sys("setsockopt", e)),
+    }
+}
+
 /// Fails with EBADF when `fd` is not an open descriptor of this process.
 pub fn check_open(fd: RawFd) -> Result<()> {
     // SAFETY: F_GETFD only reads the descriptor table entry; an invalid number

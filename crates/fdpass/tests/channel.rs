@@ -625,6 +625,7 @@ fn abstract_names_connect_on_linux() {
         socket_type: SocketType::Stream,
         mode: None,
         backlog: 4,
+        accept_fds: true,
     };
     if !fdpass::HAS_ABSTRACT_NAMES {
         assert_eq!(
@@ -655,6 +656,7 @@ fn socket_file_mode_is_applied_before_listening() {
         socket_type: SocketType::Stream,
         mode: Some(0o600),
         backlog: 4,
+        accept_fds: true,
     })
     .unwrap();
     assert_eq!(

@@ -51,6 +51,7 @@ pub fn listen(kind: SocketType) -> (Listener, PathBuf) {
         socket_type: kind,
         mode: None,
         backlog: 16,
+        accept_fds: true,
     })
     .unwrap();
     (l, path)

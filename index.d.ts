@@ -5,6 +5,7 @@
  * Every received descriptor is owned by a {@link ReceivedFd} until you take it,
  * convert it or close it; what nobody claims is closed when it is collected.
  */
+import { type ChildProcess, type SpawnOptions } from 'node:child_process';
 import * as dgram from 'node:dgram';
 import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
@@ -259,6 +260,31 @@ export declare class Channel extends EventEmitter implements AsyncIterable<Messa
 }
 /** A connected pair of channels (socketpair(2)), for example to hand one end to a child. */
 export declare function socketPair(options?: SocketPairOptions): [Channel, Channel];
+/** Options of {@link spawnWithChannel}: `spawn`'s, plus where the channel goes. */
+export interface SpawnWithChannelOptions extends SpawnOptions, SocketPairOptions {
+    /** The child's descriptor number for its end (default 3; 0 to 2 replace stdio). */
+    fd?: number;
+}
+/**
+ * Spawns `command` (any program) with one end of a new socket pair as its
+ * descriptor `options.fd` (default 3), named in its environment as
+ * `FDPASS_FD`, and returns the child and the parent's end. The child's end is
+ * closed in this process once the child has its copy; on a spawn that throws,
+ * both ends are closed. A Node child adopts its end with
+ * {@link inheritedChannel}; another program uses the descriptor directly (in
+ * raw framing unless it speaks PROTOCOL.md).
+ */
+export declare function spawnWithChannel(command: string, args?: readonly string[], options?: SpawnWithChannelOptions): {
+    child: ChildProcess;
+    channel: Channel;
+};
+/**
+ * In a child started by {@link spawnWithChannel}: adopts the channel it was
+ * given (the descriptor `FDPASS_FD` names, else 3) and removes `FDPASS_FD`
+ * from the environment, so this child's own children do not take it for
+ * theirs. Throws `ERR_FDPASS_NO_DESCRIPTOR` when no channel was given.
+ */
+export declare function inheritedChannel(options?: ChannelOptions): Channel;
 /**
  * Connects to a listening fdpass (or any Unix) socket. Argument errors throw
  * synchronously; system errors reject.

@@ -5,6 +5,7 @@
  * Every received descriptor is owned by a {@link ReceivedFd} until you take it,
  * convert it or close it; what nobody claims is closed when it is collected.
  */
+import { spawn, type ChildProcess, type SpawnOptions, type StdioOptions } from 'node:child_process'
 import * as dgram from 'node:dgram'
 import { EventEmitter } from 'node:events'
 import * as fs from 'node:fs'
@@ -1075,6 +1076,77 @@ export function socketPair(options: SocketPairOptions = {}): [Channel, Channel] 
   const framing = normaliseFraming(opts.framing)
   const [a, b] = native.socketPair(type as native.SocketType, framing as native.ChannelMode)
   return [new Channel(a, framing), new Channel(b, framing)]
+}
+
+/** Options of {@link spawnWithChannel}: `spawn`'s, plus where the channel goes. */
+export interface SpawnWithChannelOptions extends SpawnOptions, SocketPairOptions {
+  /** The child's descriptor number for its end (default 3; 0 to 2 replace stdio). */
+  fd?: number
+}
+
+/** The environment variable that tells a child which descriptor is its channel. */
+const CHANNEL_FD_ENV = 'FDPASS_FD'
+
+/**
+ * Spawns `command` (any program) with one end of a new socket pair as its
+ * descriptor `options.fd` (default 3), named in its environment as
+ * `FDPASS_FD`, and returns the child and the parent's end. The child's end is
+ * closed in this process once the child has its copy; on a spawn that throws,
+ * both ends are closed. A Node child adopts its end with
+ * {@link inheritedChannel}; another program uses the descriptor directly (in
+ * raw framing unless it speaks PROTOCOL.md).
+ */
+export function spawnWithChannel(
+  command: string,
+  args: readonly string[] = [],
+  options: SpawnWithChannelOptions = {},
+): { child: ChildProcess; channel: Channel } {
+  const opts = validateObject<SpawnWithChannelOptions>('options', options)
+  const at = opts.fd === undefined ? 3 : validateInteger('options.fd', opts.fd, 0, 1024)
+  const { fd: _fd, type, framing, stdio, env, ...spawnOptions } = opts
+  const [mine, theirs] = socketPair({ type, framing })
+  try {
+    const slots: unknown[] = Array.isArray(stdio) ? [...(stdio as unknown[])] : Array.from({ length: 3 }, () => stdio ?? 'inherit')
+    while (slots.length < at) slots.push('ignore')
+    slots[at] = theirs.fd
+    const child = spawn(command, [...args], {
+      ...spawnOptions,
+      stdio: slots as StdioOptions,
+      env: { ...(env ?? process.env), [CHANNEL_FD_ENV]: String(at) },
+    })
+    return { child, channel: mine }
+  } catch (err) {
+    mine.close()
+    throw err
+  } finally {
+    theirs.close()
+  }
+}
+
+/**
+ * In a child started by {@link spawnWithChannel}: adopts the channel it was
+ * given (the descriptor `FDPASS_FD` names, else 3) and removes `FDPASS_FD`
+ * from the environment, so this child's own children do not take it for
+ * theirs. Throws `ERR_FDPASS_NO_DESCRIPTOR` when no channel was given.
+ */
+export function inheritedChannel(options: ChannelOptions = {}): Channel {
+  const named = process.env[CHANNEL_FD_ENV]
+  const fd = named === undefined ? 3 : Number(named)
+  if (!Number.isInteger(fd) || fd < 0) {
+    throw makeError(TypeError, 'ERR_FDPASS_NO_DESCRIPTOR', `${CHANNEL_FD_ENV}=${named} names no descriptor`)
+  }
+  let channel: Channel
+  try {
+    channel = Channel.fromFd(fd, options)
+  } catch (err) {
+    const code = (err as FdpassError).code
+    if (code === 'EBADF' || code === 'ENOTSOCK') {
+      throw makeError(TypeError, 'ERR_FDPASS_NO_DESCRIPTOR', `descriptor ${fd} is not a channel this process was given (${code})`)
+    }
+    throw err
+  }
+  delete process.env[CHANNEL_FD_ENV]
+  return channel
 }
 
 function addressOptions<T extends ConnectOptions | ListenOptions>(name: string, target: unknown): Partial<T> & { path: string } {

@@ -3,6 +3,7 @@ import { once } from 'node:events'
 import { closeSync, createReadStream, createWriteStream, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { open } from 'node:fs/promises'
 import * as http from 'node:http'
+import * as https from 'node:https'
 import * as net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -210,6 +211,25 @@ test.serial('conversions of the wrong kind throw ERR_FDPASS_WRONG_KIND and keep 
   t.is(readFileSync(fileFd.fd, 'utf8').length > 0, true, 'and still open')
   fileFd.close()
   udpFd.close()
+  a.close()
+  b.close()
+  t.is(await settledFdCount(before), before)
+})
+
+test.serial('an https.Server is sent by its listening socket, which keeps listening here', async (t) => {
+  const before = fdCount()
+  const [a, b] = socketPair()
+  const secure = https.createServer()
+  await new Promise<void>((resolve) => secure.listen(0, '127.0.0.1', resolve))
+  const { port } = secure.address() as net.AddressInfo
+  await a.send({ fds: [secure] })
+  const [received] = (await b.recv()).fds as [ReceivedFd]
+  t.is(received.kind, 'tcp-listener')
+  const server = received.toServer()
+  await once(server, 'listening')
+  t.is((server.address() as net.AddressInfo).port, port, 'the same listening socket')
+  await new Promise<void>((resolve) => server.close(() => resolve()))
+  await new Promise<void>((resolve) => secure.close(() => resolve()))
   a.close()
   b.close()
   t.is(await settledFdCount(before), before)

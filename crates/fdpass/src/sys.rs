@@ -777,32 +777,31 @@ pub mod uv {
         (!address.is_null()).then_some(address)
     }
 
+    /// The exported function `$name` of the running process as `$signature`,
+    /// or `None` (returned from the enclosing function) when it is missing.
+    macro_rules! host_function {
+        ($name:literal as $signature:ty) => {
+            // SAFETY: the address is the exported function of that name, and
+            // `$signature` is its C signature from uv.h or node_api.h, which
+            // libuv 1.x and Node-API keep stable.
+            unsafe { std::mem::transmute::<*mut c_void, $signature>(symbol($name)?) }
+        };
+    }
+
     fn load() -> Option<Api> {
-        // SAFETY: each address is the exported libuv function of that name, and
-        // the type it becomes is that function's signature in uv.h, which
-        // libuv 1.x keeps stable (the handle data accessors exist since 1.19,
-        // Node 10; an older libuv lacks them and gets `Unsupported`).
-        unsafe {
-            Some(Api {
-                handle_size: std::mem::transmute::<*mut c_void, HandleSize>(symbol(
-                    c"uv_handle_size",
-                )?),
-                poll_init: std::mem::transmute::<*mut c_void, PollInit>(symbol(c"uv_poll_init")?),
-                poll_start: std::mem::transmute::<*mut c_void, PollStart>(symbol(
-                    c"uv_poll_start",
-                )?),
-                poll_stop: std::mem::transmute::<*mut c_void, PollStop>(symbol(c"uv_poll_stop")?),
-                ref_handle: std::mem::transmute::<*mut c_void, Ref>(symbol(c"uv_ref")?),
-                unref_handle: std::mem::transmute::<*mut c_void, Ref>(symbol(c"uv_unref")?),
-                close: std::mem::transmute::<*mut c_void, Close>(symbol(c"uv_close")?),
-                set_data: std::mem::transmute::<*mut c_void, SetData>(symbol(
-                    c"uv_handle_set_data",
-                )?),
-                get_data: std::mem::transmute::<*mut c_void, GetData>(symbol(
-                    c"uv_handle_get_data",
-                )?),
-            })
-        }
+        // The handle data accessors exist since libuv 1.19 (Node 10); an older
+        // libuv lacks them and gets `Unsupported`.
+        Some(Api {
+            handle_size: host_function!(c"uv_handle_size" as HandleSize),
+            poll_init: host_function!(c"uv_poll_init" as PollInit),
+            poll_start: host_function!(c"uv_poll_start" as PollStart),
+            poll_stop: host_function!(c"uv_poll_stop" as PollStop),
+            ref_handle: host_function!(c"uv_ref" as Ref),
+            unref_handle: host_function!(c"uv_unref" as Ref),
+            close: host_function!(c"uv_close" as Close),
+            set_data: host_function!(c"uv_handle_set_data" as SetData),
+            get_data: host_function!(c"uv_handle_get_data" as GetData),
+        })
     }
 
     /// The libuv loop of the calling thread, as the host hands it out
@@ -1043,31 +1042,25 @@ pub mod uv {
     }
 
     fn load_node_api() -> Option<NodeApi> {
-        macro_rules! function {
-            ($name:literal as $signature:ty) => {
-                // SAFETY: the address is the exported Node-API function of that
-                // name, and `$signature` is its node_api.h signature, which
-                // Node-API keeps stable across versions.
-                unsafe { std::mem::transmute::<*mut c_void, $signature>(symbol($name)?) }
-            };
-        }
         Some(NodeApi {
-            open_handle_scope: function!(c"napi_open_handle_scope" as OpenHandleScope),
-            close_handle_scope: function!(c"napi_close_handle_scope" as CloseHandleScope),
-            create_reference: function!(c"napi_create_reference" as CreateReference),
-            delete_reference: function!(c"napi_delete_reference" as DeleteReference),
-            get_reference_value: function!(c"napi_get_reference_value" as GetReferenceValue),
-            create_object: function!(c"napi_create_object" as CreateObject),
-            create_string_utf8: function!(c"napi_create_string_utf8" as CreateStringUtf8),
-            create_double: function!(c"napi_create_double" as CreateDouble),
-            async_init: function!(c"napi_async_init" as AsyncInit),
-            async_destroy: function!(c"napi_async_destroy" as AsyncDestroy),
-            make_callback: function!(c"napi_make_callback" as MakeCallback),
-            is_exception_pending: function!(c"napi_is_exception_pending" as IsExceptionPending),
-            get_and_clear_last_exception: function!(
+            open_handle_scope: host_function!(c"napi_open_handle_scope" as OpenHandleScope),
+            close_handle_scope: host_function!(c"napi_close_handle_scope" as CloseHandleScope),
+            create_reference: host_function!(c"napi_create_reference" as CreateReference),
+            delete_reference: host_function!(c"napi_delete_reference" as DeleteReference),
+            get_reference_value: host_function!(c"napi_get_reference_value" as GetReferenceValue),
+            create_object: host_function!(c"napi_create_object" as CreateObject),
+            create_string_utf8: host_function!(c"napi_create_string_utf8" as CreateStringUtf8),
+            create_double: host_function!(c"napi_create_double" as CreateDouble),
+            async_init: host_function!(c"napi_async_init" as AsyncInit),
+            async_destroy: host_function!(c"napi_async_destroy" as AsyncDestroy),
+            make_callback: host_function!(c"napi_make_callback" as MakeCallback),
+            is_exception_pending: host_function!(
+                c"napi_is_exception_pending" as IsExceptionPending
+            ),
+            get_and_clear_last_exception: host_function!(
                 c"napi_get_and_clear_last_exception" as GetAndClearLastException
             ),
-            fatal_exception: function!(c"napi_fatal_exception" as FatalException),
+            fatal_exception: host_function!(c"napi_fatal_exception" as FatalException),
         })
     }
 

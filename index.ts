@@ -340,6 +340,23 @@ async function release(holder: FdHolder): Promise<void> {
 }
 
 /**
+ * The holders a send gives up once sent, by descriptor number (so one named
+ * twice is given up once); null, and no allocation, when there are none.
+ */
+function movedHolders(entries: readonly Descriptor[], numbers: Int32Array, moveAll: boolean): Map<number, FdHolder> | null {
+  let moved: Map<number, FdHolder> | null = null
+  for (let i = 0; i < entries.length; i++) {
+    const entry = entries[i] as Descriptor
+    const explicit = isMovedFd(entry)
+    if (!moveAll && !(explicit && entry.move === true)) continue
+    const fd = numbers[i] as number
+    moved ??= new Map()
+    if (!moved.has(fd)) moved.set(fd, explicit ? entry.fd : entry)
+  }
+  return moved
+}
+
+/**
  * Gives up every moved holder, one per descriptor number (a number and an
  * object naming the same descriptor are closed once), each even if another
  * fails; the message was sent either way, so a failure is thrown after all
@@ -887,14 +904,8 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
           this.#sends.push({ resolve, reject })
           this.#rewatch()
         })
-    const moved = new Map<number, FdHolder>()
-    holders.forEach((entry, i) => {
-      const holder = isMovedFd(entry) ? entry.fd : entry
-      const wanted = opts.move === true || (isMovedFd(entry) && entry.move === true)
-      if (wanted && !moved.has(numbers[i] as number)) moved.set(numbers[i] as number, holder)
-    })
-    if (moved.size === 0) return done
-    return done.then(() => releaseMoved(moved))
+    const moved = movedHolders(holders, numbers, opts.move === true)
+    return moved === null ? done : done.then(() => releaseMoved(moved))
   }
 
   /**

@@ -118,6 +118,13 @@ export declare function connect(path: string, abstractName: boolean, socketType:
 /** What a descriptor is: "file", "tcp-listener", "unix-stream", ... */
 export declare function fdKind(fd: number): string
 
+/**
+ * Takes a descriptor this process already has (inherited at exec, say) into
+ * JavaScript's keeping, as if received: close-on-exec is set on it first, as
+ * on every received one, so this process's own children do not inherit it.
+ */
+export declare function holdInherited(fd: number): void
+
 export declare function isCloseOnExec(fd: number): boolean
 
 export declare function listen(options: NativeListenOptions): NativeListener

@@ -12,6 +12,7 @@ import * as fs from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import * as net from 'node:net';
 import { type Readable, type Writable } from 'node:stream';
+export type { FdpassError } from './errors';
 /** The kind of Unix socket a channel runs on. */
 export type SocketType = 'stream' | 'seqpacket' | 'dgram';
 /**
@@ -134,12 +135,6 @@ export declare const limits: Readonly<{
     hasAbstractNames: boolean;
     canRefuseFds: boolean;
 }>;
-/** An error with a Node-style `code`, as all fdpass errors have. */
-export interface FdpassError extends Error {
-    code: string;
-    errno?: number;
-    syscall?: string;
-}
 /**
  * A received descriptor, owned until taken, converted or closed. What nobody
  * claims is closed when this object is garbage-collected.
@@ -189,6 +184,14 @@ export declare class ReceivedFd implements Disposable {
     /** An fdpass {@link Channel} over a received connected Unix socket. */
     toChannel(options?: ChannelOptions): Channel;
 }
+/**
+ * Takes ownership of a descriptor this process already has (inherited at exec,
+ * from systemd socket activation or a parent's stdio) as a {@link ReceivedFd},
+ * with the same conversions and the same care as a received one: close-on-exec
+ * is set on it now, so this process's own children do not inherit it, and it
+ * is closed when collected unless claimed. Throws `EBADF` when it is not open.
+ */
+export declare function adoptFd(fd: number): ReceivedFd;
 /** Options of {@link ReceivedFd.toReadStream} and {@link ReceivedFd.toWriteStream}. */
 export interface StreamOptions {
     encoding?: BufferEncoding;

@@ -14,6 +14,18 @@ import * as net from 'node:net'
 import { Stream, type Readable, type Writable } from 'node:stream'
 
 import * as native from './binding'
+import {
+  abortError,
+  closedError,
+  invalidArgType,
+  makeError,
+  validateInteger,
+  validateObject,
+  validateSignal,
+  type FdpassError,
+} from './errors'
+
+export type { FdpassError } from './errors'
 
 /** The kind of Unix socket a channel runs on. */
 export type SocketType = 'stream' | 'seqpacket' | 'dgram'
@@ -183,64 +195,6 @@ const DEFAULT_MAX_BYTES = { framed: 64 * 1024 * 1024, raw: 64 * 1024 } as const
  */
 const READ_AHEAD_MESSAGES = 64
 const MAX_FD_NUMBER = 0x7fffffff
-
-// ---------------------------------------------------------------------------
-// Errors
-
-/** An error with a Node-style `code`, as all fdpass errors have. */
-export interface FdpassError extends Error {
-  code: string
-  errno?: number
-  syscall?: string
-}
-
-function makeError(
-  Ctor: ErrorConstructor | TypeErrorConstructor | RangeErrorConstructor,
-  code: string,
-  message: string,
-): FdpassError {
-  const err = new Ctor(message) as FdpassError
-  err.code = code
-  return err
-}
-
-function invalidArgType(name: string, expected: string, actual: unknown): FdpassError {
-  const got = actual === null ? 'null' : typeof actual === 'object' ? `an instance of ${actual.constructor?.name ?? 'Object'}` : `type ${typeof actual} (${String(actual)})`
-  return makeError(TypeError, 'ERR_INVALID_ARG_TYPE', `The "${name}" argument must be ${expected}. Received ${got}`)
-}
-
-function outOfRange(name: string, range: string, actual: unknown): FdpassError {
-  return makeError(RangeError, 'ERR_OUT_OF_RANGE', `The value of "${name}" is out of range. It must be ${range}. Received ${String(actual)}`)
-}
-
-function closedError(what: string): FdpassError {
-  return makeError(Error, 'ERR_FDPASS_CLOSED', `the ${what} is closed`)
-}
-
-function abortError(signal: AbortSignal): Error {
-  const err = new Error('The operation was aborted', { cause: signal.reason }) as FdpassError
-  err.name = 'AbortError'
-  err.code = 'ABORT_ERR'
-  return err
-}
-
-function validateInteger(name: string, value: unknown, min: number, max: number): number {
-  if (typeof value !== 'number') throw invalidArgType(name, 'of type number', value)
-  if (!Number.isInteger(value) || value < min || value > max) throw outOfRange(name, `an integer >= ${min} and <= ${max}`, value)
-  return value
-}
-
-function validateSignal(name: string, signal: unknown): AbortSignal | undefined {
-  if (signal === undefined) return undefined
-  if (!(signal instanceof AbortSignal)) throw invalidArgType(name, 'an instance of AbortSignal', signal)
-  return signal
-}
-
-function validateObject<T extends object>(name: string, value: unknown): Partial<T> {
-  if (value === undefined) return {}
-  if (value === null || typeof value !== 'object') throw invalidArgType(name, 'of type object', value)
-  return value as Partial<T>
-}
 
 // ---------------------------------------------------------------------------
 // Descriptors out of Node objects: the one place that knows Node's internals
@@ -591,6 +545,19 @@ export class ReceivedFd implements Disposable {
     this.#expect(['unix-stream', 'unix-seqpacket', 'unix-dgram'], 'toChannel()')
     return this.#handOver((fd) => Channel.fromFd(fd, options))
   }
+}
+
+/**
+ * Takes ownership of a descriptor this process already has (inherited at exec,
+ * from systemd socket activation or a parent's stdio) as a {@link ReceivedFd},
+ * with the same conversions and the same care as a received one: close-on-exec
+ * is set on it now, so this process's own children do not inherit it, and it
+ * is closed when collected unless claimed. Throws `EBADF` when it is not open.
+ */
+export function adoptFd(fd: number): ReceivedFd {
+  validateInteger('fd', fd, 0, MAX_FD_NUMBER)
+  native.holdInherited(fd)
+  return new ReceivedFd(fd)
 }
 
 /** Kinds that fs streams read and write. */
@@ -1370,6 +1337,7 @@ export function listen(target: string | ListenOptions, connectionListener?: (cha
     throw makeError(TypeError, 'ERR_INVALID_ARG_VALUE', 'The "target.mode" option applies to filesystem sockets; abstract names have no permissions')
   }
   const backlog = opts.backlog === undefined ? 511 : validateInteger('target.backlog', opts.backlog, 0, 0x7fffffff)
+  if (opts.allow !== undefined && typeof opts.allow !== 'function') throw invalidArgType('target.allow', 'a function', opts.allow)
   const handle = native.listen({
     path: opts.path,
     abstractName: opts.abstract === true,
@@ -1379,7 +1347,6 @@ export function listen(target: string | ListenOptions, connectionListener?: (cha
     mode: framing as native.ChannelMode,
     acceptFds: opts.refuseFds !== true,
   })
-  if (opts.allow !== undefined && typeof opts.allow !== 'function') throw invalidArgType('target.allow', 'a function', opts.allow)
   const server = new Server(handle, opts.path, opts.abstract === true, framing, opts.allow)
   if (connectionListener) server.on('connection', connectionListener)
   return server

@@ -86,6 +86,16 @@ pub fn close_held_at_teardown(env: Env) -> Result<()> {
     Ok(())
 }
 
+/// Takes a descriptor this process already has (inherited at exec, say) into
+/// JavaScript's keeping, as if received: close-on-exec is set on it first, as
+/// on every received one, so this process's own children do not inherit it.
+#[napi]
+pub fn hold_inherited(env: &Env, fd: i32) -> Result<()> {
+    fdpass::sys::with_raw(fd, |borrowed| fdpass::sys::set_cloexec(borrowed, "fcntl")).or_throw(env)?;
+    hold([fd]);
+    Ok(())
+}
+
 /// Hands `fd` over to the caller; it is no longer closed at teardown.
 #[napi]
 pub fn release_held(fd: i32) -> bool {

@@ -1,0 +1,62 @@
+/**
+ * fdpass/activation: the listening sockets a service manager passed at exec
+ * (systemd socket activation: `LISTEN_PID`, `LISTEN_FDS`, `LISTEN_FDNAMES`),
+ * read as systemd's own `sd_listen_fds_with_names` reads them.
+ */
+import { adoptFd, type ReceivedFd } from './index'
+import { makeError } from './errors'
+
+/** The first descriptor systemd passes (`SD_LISTEN_FDS_START`). */
+const FIRST_PASSED_FD = 3
+const ACTIVATION_VARIABLES = ['LISTEN_PID', 'LISTEN_PIDFDID', 'LISTEN_FDS', 'LISTEN_FDNAMES'] as const
+
+function invalidActivation(message: string): Error {
+  return makeError(Error, 'ERR_FDPASS_INVALID_ACTIVATION', `socket activation: ${message}`)
+}
+
+/**
+ * Takes the descriptors passed to this process by socket activation, by name
+ * (`FileDescriptorName=`, or `"unknown"` when the manager gave none; names
+ * need not be unique, so each maps to a list in the order passed). Each is a
+ * {@link ReceivedFd} owned here, with close-on-exec set, so this process's
+ * own children do not inherit it; convert it (`listen(server)`,
+ * `toServer()`, `toDgram()`) or close it.
+ *
+ * The variables are removed from the environment, so children do not take the
+ * descriptors for theirs. When they were meant for another process
+ * (`LISTEN_PID` is not this one) or are absent, the map is empty and the
+ * environment is left alone. Malformed variables throw
+ * `ERR_FDPASS_INVALID_ACTIVATION` and take nothing.
+ */
+export function listenFds(): Map<string, ReceivedFd[]> {
+  const env = process.env
+  const passed = new Map<string, ReceivedFd[]>()
+  if (env.LISTEN_PID === undefined || env.LISTEN_FDS === undefined) return passed
+  if (!/^[1-9][0-9]*$/.test(env.LISTEN_PID)) throw invalidActivation(`LISTEN_PID=${env.LISTEN_PID} is not a process id`)
+  if (Number(env.LISTEN_PID) !== process.pid) return passed
+  const count = env.LISTEN_FDS
+  const names = env.LISTEN_FDNAMES
+  for (const variable of ACTIVATION_VARIABLES) delete env[variable]
+
+  if (!/^[0-9]+$/.test(count)) throw invalidActivation(`LISTEN_FDS=${count} is not a count`)
+  const total = Number(count)
+  const named = names === undefined || (names === '' && total === 0) ? [] : names.split(':')
+  if (names !== undefined && named.length !== total) {
+    throw invalidActivation(`LISTEN_FDNAMES has ${named.length} names for ${total} descriptors`)
+  }
+  const adopted: ReceivedFd[] = []
+  try {
+    for (let i = 0; i < total; i++) adopted.push(adoptFd(FIRST_PASSED_FD + i))
+  } catch (err) {
+    // Leave every descriptor as it was passed, as sd_listen_fds would.
+    for (const fd of adopted) fd.take()
+    throw invalidActivation(`LISTEN_FDS=${total}, but descriptor ${FIRST_PASSED_FD + adopted.length} is not open (${(err as Error).message})`)
+  }
+  adopted.forEach((fd, i) => {
+    const name = named[i] ?? 'unknown'
+    const group = passed.get(name)
+    if (group) group.push(fd)
+    else passed.set(name, [fd])
+  })
+  return passed
+}

@@ -43,6 +43,21 @@ function protocolError(message: string): FdpassError {
   return handoffError('PROTOCOL', `handoff protocol: ${message}`)
 }
 
+/**
+ * After the other side closed on us: the error it sent before closing, if it
+ * sent one (what was queued is still readable), else undefined. Anything else
+ * still queued is dropped, its descriptors closed.
+ */
+async function reasonLeft(channel: Channel, signal: AbortSignal): Promise<unknown> {
+  for (;;) {
+    try {
+      closeAll((await receive(channel, signal, BATCH_FDS)).fds)
+    } catch (err) {
+      return isGone(err) || signal.aborted ? undefined : err
+    }
+  }
+}
+
 /** Whether an error means the other process closed the connection (exited, crashed, or gave up). */
 function isGone(err: unknown): boolean {
   const code = (err as FdpassError | undefined)?.code
@@ -552,15 +567,17 @@ export class Takeover {
     const unused = this.#closeUnconverted()
     const timer = deadline(this.#timeout, undefined)
     try {
-      // A failed send still leaves what the old process said before it closed to be read.
-      await send(channel, { type: 'ready' }).catch((err: unknown) => {
-        if (!isGone(err)) throw err
-      })
+      await send(channel, { type: 'ready' })
       const { message } = await receive(channel, timer.signal)
       expectType(message, 'stopped')
       return { confirmed: true, unclaimed: [...this.unclaimed], unused }
     } catch (err) {
-      if (isGone(err)) return { confirmed: false, unclaimed: [...this.unclaimed], unused }
+      if (isGone(err)) {
+        // It refused this handoff before closing (a timeout), or it is gone.
+        const reason = await reasonLeft(channel, timer.signal)
+        if (reason !== undefined) throw reason
+        return { confirmed: false, unclaimed: [...this.unclaimed], unused }
+      }
       if (timer.expired()) throw handoffError('TIMEOUT', `the old process did not confirm within ${this.#timeout} ms that it stopped accepting`)
       throw err
     } finally {
@@ -667,9 +684,12 @@ export async function takeListeners(options: TakeOptions): Promise<Takeover | nu
     return new Takeover(channel, listeners, unclaimed, optionalMissing, timeout)
   } catch (err) {
     closeAll(received)
+    // A send that failed because the other side closed may leave its reason (busy, say) to read.
+    const reason = isGone(err) ? await reasonLeft(channel, timer.signal) : undefined
     channel.close()
     if (signal?.aborted) throw abortError(signal)
     if (timer.expired()) throw handoffError('TIMEOUT', `the running process did not hand its listeners over within ${timeout} ms; it keeps serving`)
+    if (reason !== undefined) throw reason
     if (isGone(err)) throw handoffError('ABORTED', 'the running process closed the connection during the handoff')
     throw err
   } finally {

@@ -162,6 +162,7 @@ export declare class ReceivedFd implements Disposable {
      * A `net.Server` accepting on a listening TCP or Unix socket. Exclusive: in
      * a cluster worker it accepts here, instead of asking the primary to listen.
      */
+    toServer(connectionListener?: (socket: net.Socket) => void): net.Server;
     toServer(options?: net.ServerOpts, connectionListener?: (socket: net.Socket) => void): net.Server;
     /** Makes `server` (for example an `http.Server`) accept on this listening socket, as {@link toServer}. */
     listen<S extends net.Server>(server: S, callback?: () => void): S;

@@ -487,9 +487,12 @@ export class ReceivedFd implements Disposable {
    * A `net.Server` accepting on a listening TCP or Unix socket. Exclusive: in
    * a cluster worker it accepts here, instead of asking the primary to listen.
    */
-  toServer(options: net.ServerOpts = {}, connectionListener?: (socket: net.Socket) => void): net.Server {
+  toServer(connectionListener?: (socket: net.Socket) => void): net.Server
+  toServer(options?: net.ServerOpts, connectionListener?: (socket: net.Socket) => void): net.Server
+  toServer(options: net.ServerOpts | ((socket: net.Socket) => void) = {}, connectionListener?: (socket: net.Socket) => void): net.Server {
     this.#expect(['tcp-listener', 'unix-stream-listener'], 'toServer()')
-    return this.#handOver((fd) => net.createServer(options, connectionListener).listen({ fd, exclusive: true }))
+    const [serverOptions, onConnection] = typeof options === 'function' ? [{}, options] : [options, connectionListener]
+    return this.#handOver((fd) => net.createServer(serverOptions, onConnection).listen({ fd, exclusive: true }))
   }
 
   /** Makes `server` (for example an `http.Server`) accept on this listening socket, as {@link toServer}. */

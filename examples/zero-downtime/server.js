@@ -8,8 +8,9 @@
 //   HANDOFF_SOCKET=/tmp/app.handoff PORT=8080 node examples/zero-downtime/server.js
 //
 // Environment: HANDOFF_SOCKET (control socket path, required), PORT and HOST
-// (first start only), GENERATION (shown in responses), DRAIN_TIMEOUT_MS.
-// Started with an IPC channel, it reports { type: 'serving' } and
+// (first start only), GENERATION (shown in responses), READY_TIMEOUT_MS and
+// DRAIN_TIMEOUT_MS. Started with an IPC channel, it reports { type: 'serving' },
+// { type: 'failed' } (a successor failed; this one still serves) and
 // { type: 'drained' } to its parent.
 const http = require('node:http')
 
@@ -19,6 +20,7 @@ const { offerListeners, takeListeners } = require('../../handoff')
 const controlPath = process.env.HANDOFF_SOCKET
 const generation = Number(process.env.GENERATION ?? 1)
 const drainTimeout = Number(process.env.DRAIN_TIMEOUT_MS ?? 30_000)
+const readyTimeout = Number(process.env.READY_TIMEOUT_MS ?? 60_000)
 const log = (text) => console.log(`[generation ${generation}, pid ${process.pid}] ${text}`)
 const report = (message) => process.send?.({ ...message, generation, pid: process.pid })
 
@@ -43,8 +45,11 @@ async function main() {
     log(`listening on ${JSON.stringify(server.address())}${activated ? ' (socket activation)' : ''}`)
   }
 
-  const offer = await offerListeners({ path: controlPath, listeners: { http: server }, drainTimeout })
-  offer.on('failed', (err) => log(`a successor failed (${err.code}): ${err.message}; still serving`))
+  const offer = await offerListeners({ path: controlPath, listeners: { http: server }, readyTimeout, drainTimeout })
+  offer.on('failed', (err) => {
+    log(`a successor failed (${err.code}): ${err.message}; still serving`)
+    report({ type: 'failed', code: err.code })
+  })
   offer.on('handedOver', ({ successor }) => log(`handed over to pid ${successor.pid}; draining`))
   report({ type: 'serving', address: server.address() })
 

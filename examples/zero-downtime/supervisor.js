@@ -32,6 +32,7 @@ function start() {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   })
   const timer = setTimeout(() => child.kill('SIGKILL'), START_TIMEOUT_MS)
+  let drained = false
   starting = child
   child.on('message', (message) => {
     if (message.type === 'serving') {
@@ -40,6 +41,8 @@ function start() {
       current = child
       emit({ event: 'serving', generation: message.generation, pid: message.pid, address: message.address })
     } else if (message.type === 'drained') {
+      // Handed over: its exit, possibly before its successor says it serves, is expected.
+      drained = true
       emit({ event: 'drained', generation: message.generation, pid: message.pid, drained: message.report.drained, drainMs: Math.round(message.report.drainMs) })
     }
   })
@@ -49,7 +52,7 @@ function start() {
       // Failed before serving: the running generation never stopped accepting.
       starting = null
       emit({ event: 'failed', pid: child.pid, code, signal, stillServing: current?.pid ?? null })
-    } else if (child === current) {
+    } else if (child === current && !drained) {
       current = null
       emit({ event: 'exited', pid: child.pid, code, signal })
       if (!stopping) process.exitCode = 1

@@ -1,0 +1,378 @@
+import { fork, spawn, type ChildProcess } from 'node:child_process'
+import * as dgram from 'node:dgram'
+import { EventEmitter, once } from 'node:events'
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import * as http from 'node:http'
+import * as net from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+
+import test, { type ExecutionContext } from 'ava'
+
+import { takeListeners } from 'fdpass/handoff'
+
+import { fdCount, settledFdCount } from './helpers'
+
+const EXAMPLE = join(__dirname, '..', '..', 'examples', 'zero-downtime')
+const PEER = join(__dirname, 'peers', 'handoff-peer.js')
+
+type Line = Record<string, unknown>
+
+/** Waits until `ready()` holds, checking after each of `emitter`'s `event`s. */
+function until<T>(emitter: NodeJS.EventEmitter, event: string, ready: () => T | undefined): Promise<T> {
+  return new Promise((resolve) => {
+    const check = (): void => {
+      const value = ready()
+      if (value === undefined) return
+      emitter.off(event, check)
+      resolve(value)
+    }
+    emitter.on(event, check)
+    check()
+  })
+}
+
+/** A child whose JSON lines (stdout, or IPC messages) are collected as they come. */
+class Process {
+  readonly lines: Line[] = []
+  readonly exited: Promise<number | null>
+  stderr = ''
+
+  constructor(readonly child: ChildProcess) {
+    let buffered = ''
+    child.stdout?.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString()
+      let newline: number
+      while ((newline = buffered.indexOf('\n')) >= 0) {
+        const line = buffered.slice(0, newline)
+        buffered = buffered.slice(newline + 1)
+        if (line.startsWith('{')) this.#add(JSON.parse(line) as Line)
+      }
+    })
+    child.stderr?.on('data', (chunk: Buffer) => (this.stderr += chunk.toString()))
+    child.on('message', (message: Line) => this.#add(message))
+    this.exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)))
+  }
+
+  #add(line: Line): void {
+    this.lines.push(line)
+    this.child.emit('line', line)
+  }
+
+  /** The first line (so far or to come) that `match` accepts. */
+  line(match: (line: Line) => boolean): Promise<Line> {
+    return until(this.child, 'line', () => this.lines.find(match))
+  }
+
+  /** Sends the role's next step. */
+  step(): void {
+    this.child.stdin?.write('go\n')
+  }
+
+  get pid(): number {
+    return this.child.pid as number
+  }
+}
+
+function peer(role: string, control: string, ...args: string[]): Process {
+  return new Process(spawn(process.execPath, [PEER, role, control, ...args], { stdio: ['pipe', 'pipe', 'pipe'] }))
+}
+
+/** The example's server.js run on its own (no supervisor), reporting over IPC. */
+function exampleServer(control: string, env: Record<string, string> = {}): Process {
+  return new Process(fork(join(EXAMPLE, 'server.js'), [], { env: { ...process.env, HANDOFF_SOCKET: control, ...env }, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] }))
+}
+
+function controlPath(t: ExecutionContext): string {
+  const dir = mkdtempSync(join(tmpdir(), 'fdpass-handoff-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  return join(dir, 'handoff.sock')
+}
+
+/** GET / on 127.0.0.1:`port`; resolves to the answering process's pid. */
+function get(port: number, agent: http.Agent): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const request = http.get({ host: '127.0.0.1', port, path: '/', agent }, (response) => {
+      let body = ''
+      response.setEncoding('utf8')
+      response.on('data', (chunk: string) => (body += chunk))
+      response.on('end', () => {
+        if (response.statusCode !== 200) reject(new Error(`status ${response.statusCode}`))
+        else resolve((JSON.parse(body) as { pid: number }).pid)
+      })
+      response.on('error', reject)
+    })
+    request.on('error', reject)
+  })
+}
+
+/**
+ * Requests in a loop until stopped, half over keep-alive connections (used in
+ * turn, so none idles into the server's keep-alive timeout) and half on a new
+ * connection each: every failure is kept, and which process answered.
+ */
+class Load {
+  answered = 0
+  readonly failures: string[] = []
+  readonly pids = new Map<number, number>()
+  readonly progress = new EventEmitter()
+  #running = true
+  readonly #workers: Promise<void>[]
+  readonly #agents: http.Agent[]
+
+  constructor(port: number, concurrency = 4) {
+    const keepAlive = new http.Agent({ keepAlive: true, maxSockets: concurrency / 2, scheduling: 'fifo' })
+    const fresh = new http.Agent({ keepAlive: false })
+    this.#agents = [keepAlive, fresh]
+    this.#workers = Array.from({ length: concurrency }, (_, i) => this.#loop(port, i % 2 === 0 ? keepAlive : fresh))
+  }
+
+  async #loop(port: number, agent: http.Agent): Promise<void> {
+    while (this.#running) {
+      try {
+        const pid = await get(port, agent)
+        this.answered += 1
+        this.pids.set(pid, (this.pids.get(pid) ?? 0) + 1)
+      } catch (err) {
+        this.failures.push(`${(err as NodeJS.ErrnoException).code ?? ''} ${(err as Error).message}`)
+      }
+      this.progress.emit('request')
+    }
+  }
+
+  /** Resolves once `pid` has answered a request. */
+  answeredBy(pid: number): Promise<void> {
+    return until(this.progress, 'request', () => (this.pids.has(pid) ? true : undefined)).then(() => undefined)
+  }
+
+  /** Resolves after `count` more requests completed. */
+  more(count: number): Promise<void> {
+    const target = this.answered + this.failures.length + count
+    return until(this.progress, 'request', () => (this.answered + this.failures.length >= target ? true : undefined)).then(() => undefined)
+  }
+
+  async stop(): Promise<this> {
+    this.#running = false
+    await Promise.all(this.#workers)
+    for (const agent of this.#agents) agent.destroy()
+    return this
+  }
+}
+
+test('five handoffs under a request loop, with and without keep-alive: no request fails', async (t) => {
+  const supervisor = new Process(spawn(process.execPath, [join(EXAMPLE, 'supervisor.js')], { stdio: ['ignore', 'pipe', 'pipe'] }))
+  t.teardown(() => supervisor.child.kill('SIGTERM'))
+  const first = await supervisor.line((l) => l.event === 'serving')
+  const port = (first.address as net.AddressInfo).port
+  const load = new Load(port)
+  await load.answeredBy(first.pid as number)
+  for (let generation = 2; generation <= 6; generation++) {
+    supervisor.child.kill('SIGHUP')
+    const serving = await supervisor.line((l) => l.event === 'serving' && l.generation === generation)
+    await supervisor.line((l) => l.event === 'drained' && l.generation === generation - 1)
+    await load.answeredBy(serving.pid as number)
+  }
+  await load.stop()
+  t.deepEqual(load.failures, [], 'no request failed')
+  t.is(load.pids.size, 6, `six generations answered: ${JSON.stringify([...load.pids])}`)
+  t.false(
+    supervisor.lines.some((l) => l.event === 'failed' || l.event === 'exited'),
+    JSON.stringify(supervisor.lines),
+  )
+  t.true(supervisor.lines.filter((l) => l.event === 'drained').every((l) => l.drained === true), 'every old generation drained in time')
+})
+
+test('a successor that crashes before it is ready changes nothing: the old process serves on, then hands over', async (t) => {
+  const control = controlPath(t)
+  const old = exampleServer(control)
+  t.teardown(() => old.child.kill('SIGKILL'))
+  const serving = await old.line((l) => l.type === 'serving')
+  const load = new Load((serving.address as net.AddressInfo).port)
+  await load.answeredBy(old.pid)
+
+  const crashing = peer('crash-before-ready', control)
+  t.deepEqual((await crashing.line((l) => 'took' in l)).took, ['http'], 'it took the listener over')
+  t.is(await crashing.exited, 1)
+  t.is((await old.line((l) => l.type === 'failed')).code, 'ERR_FDPASS_HANDOFF_ABORTED')
+  await load.more(50)
+
+  const successor = peer('take-and-wait', control, 'serve')
+  t.teardown(() => successor.child.kill('SIGKILL'))
+  await successor.line((l) => 'took' in l)
+  successor.step()
+  t.like(await successor.line((l) => 'ready' in l), { ready: { confirmed: true, unused: [], unclaimed: [] } })
+  await old.line((l) => l.type === 'drained')
+  await load.answeredBy(successor.pid)
+  await load.stop()
+  successor.step()
+  t.deepEqual(load.failures, [], 'no request failed')
+  t.deepEqual([...load.pids.keys()].sort(), [old.pid, successor.pid].sort())
+  t.is(await old.exited, 0)
+})
+
+test('a successor that never says ready times out: the old process serves on, and the late ready is refused', async (t) => {
+  const control = controlPath(t)
+  const old = exampleServer(control, { READY_TIMEOUT_MS: '300' })
+  t.teardown(() => old.child.kill('SIGKILL'))
+  const serving = await old.line((l) => l.type === 'serving')
+  const load = new Load((serving.address as net.AddressInfo).port)
+  await load.answeredBy(old.pid)
+
+  const hung = peer('take-and-wait', control, 'idle')
+  await hung.line((l) => 'took' in l)
+  t.is((await old.line((l) => l.type === 'failed')).code, 'ERR_FDPASS_HANDOFF_TIMEOUT')
+  await load.more(50)
+  hung.step()
+  t.is((await hung.line((l) => 'error' in l)).error, 'ERR_FDPASS_HANDOFF_TIMEOUT', 'its ready() rejects')
+  t.is(await hung.exited, 0)
+  await load.more(50)
+  await load.stop()
+  t.deepEqual(load.failures, [], 'no request failed')
+  t.deepEqual([...load.pids.keys()], [old.pid], 'only the old process served')
+})
+
+test('the old process killed after it sent the listeners: the successor serves, and ready() says it was gone', async (t) => {
+  const control = controlPath(t)
+  const old = exampleServer(control)
+  t.teardown(() => old.child.kill('SIGKILL'))
+  const port = ((await old.line((l) => l.type === 'serving')).address as net.AddressInfo).port
+  const successor = peer('take-and-wait', control, 'serve')
+  t.teardown(() => successor.child.kill('SIGKILL'))
+  await successor.line((l) => 'took' in l)
+  old.child.kill('SIGKILL')
+  await old.exited
+  successor.step()
+  t.like(await successor.line((l) => 'ready' in l), { ready: { confirmed: false } })
+  const agent = new http.Agent({ keepAlive: false })
+  const answers = await Promise.all(Array.from({ length: 20 }, () => get(port, agent)))
+  t.deepEqual(new Set(answers), new Set([successor.pid]))
+  successor.step()
+  t.is(await successor.exited, 0)
+})
+
+test('one handoff at a time: a second successor gets ERR_FDPASS_HANDOFF_BUSY; names not offered are reported', async (t) => {
+  const control = controlPath(t)
+  const old = exampleServer(control)
+  t.teardown(() => old.child.kill('SIGKILL'))
+  const port = ((await old.line((l) => l.type === 'serving')).address as net.AddressInfo).port
+
+  const mismatched = peer('take-and-wait', control, 'serve', 'http,admin')
+  t.like(await mismatched.line((l) => 'error' in l), { error: 'ERR_FDPASS_HANDOFF_MISMATCH', missing: ['admin'] })
+  t.is((await old.line((l) => l.type === 'failed')).code, 'ERR_FDPASS_HANDOFF_ABORTED')
+
+  const first = peer('take-and-wait', control, 'serve')
+  t.teardown(() => first.child.kill('SIGKILL'))
+  await first.line((l) => 'took' in l)
+  const second = peer('take-and-wait', control, 'serve')
+  t.is((await second.line((l) => 'error' in l)).error, 'ERR_FDPASS_HANDOFF_BUSY')
+  t.is(await second.exited, 0)
+
+  first.step()
+  t.like(await first.line((l) => 'ready' in l), { ready: { confirmed: true } })
+  t.is(await old.exited, 0, 'the old process drained and exited')
+  t.is(await get(port, new http.Agent()), first.pid)
+  first.step()
+})
+
+test.serial('every kind of listener is taken over; the old process closes its copies and keeps the Unix path', async (t) => {
+  const control = controlPath(t)
+  const dir = mkdtempSync(join(tmpdir(), 'fdpass-handoff-kinds-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const unixPath = join(dir, 'service.sock')
+  const file = join(dir, 'data.txt')
+  writeFileSync(file, 'raw descriptor\n')
+  const before = fdCount()
+  const old = peer('offer-all', control, unixPath, file)
+  const where = await old.line((l) => l.offering === true)
+
+  const takeover = await takeListeners({ path: control })
+  t.truthy(takeover)
+  if (takeover === null) return
+  t.deepEqual([...takeover.listeners.keys()], ['tcp', 'http', 'unix', 'udp', 'raw'])
+  t.deepEqual(
+    [...takeover.listeners.values()].map(([fd]) => fd?.kind),
+    ['tcp-listener', 'tcp-listener', 'unix-stream-listener', 'udp', 'file'],
+  )
+  const tcp = takeover.get('tcp').toServer((socket) => socket.end('new tcp\n'))
+  const web = takeover.get('http').listen(http.createServer((_req, res) => res.end(JSON.stringify({ pid: process.pid }))))
+  const unix = takeover.get('unix').toServer((socket) => socket.end('new unix\n'))
+  const udp = takeover.get('udp').toDgram()
+  const raw = takeover.get('raw').toReadStream({ encoding: 'utf8', start: 0 })
+  const ready = await takeover.ready()
+  t.deepEqual(ready, { confirmed: true, unclaimed: [], unused: [] })
+
+  const finished = (await old.line((l) => 'finished' in l)) as { finished: { drained: boolean }; before: number; after: number }
+  t.true(finished.finished.drained)
+  t.is(await old.exited, 0, old.stderr)
+  t.true(finished.after < finished.before + 5, `the old process closed its copies: ${JSON.stringify(finished)}`)
+
+  const readAll = (socket: net.Socket): Promise<string> =>
+    new Promise((resolve, reject) => {
+      let text = ''
+      socket.setEncoding('utf8').on('data', (d: string) => (text += d)).on('end', () => resolve(text)).on('error', reject)
+    })
+  t.is(await readAll(net.connect(where.tcp as number, '127.0.0.1')), 'new tcp\n')
+  t.is(await get(where.http as number, new http.Agent()), process.pid)
+  t.true(existsSync(unixPath), 'the Unix socket path outlived the old process')
+  t.is(await readAll(net.connect(unixPath)), 'new unix\n')
+  const datagram = once(udp, 'message')
+  const sender = dgram.createSocket('udp4')
+  sender.send('ping', where.udp as number, '127.0.0.1')
+  t.is(String((await datagram)[0]), 'ping')
+  let text = ''
+  for await (const chunk of raw) text += chunk as string
+  t.is(text, 'raw descriptor\n')
+
+  sender.close()
+  udp.close()
+  await new Promise((resolve) => tcp.close(resolve))
+  await new Promise((resolve) => web.close(resolve))
+  await new Promise((resolve) => unix.close(resolve))
+  t.is(await settledFdCount(before), before, 'this process ends at its descriptor baseline')
+})
+
+test('systemd socket activation: the first process takes the socket from systemd-socket-activate, close-on-exec and unset, then hands it over', async (t) => {
+  const control = controlPath(t)
+  const probe = net.createServer().listen(0, '127.0.0.1')
+  await once(probe, 'listening')
+  const port = (probe.address() as net.AddressInfo).port
+  await new Promise((resolve) => probe.close(resolve))
+
+  const activator = new Process(
+    spawn('systemd-socket-activate', ['-l', `127.0.0.1:${port}`, '--fdname=http', process.execPath, PEER, 'activated', control], { stdio: ['ignore', 'pipe', 'pipe'] }),
+  )
+  t.teardown(() => activator.child.kill('SIGKILL'))
+  // systemd-socket-activate listens at once and starts the program on the first connection.
+  const readLine = async (): Promise<string> => {
+    for (;;) {
+      const socket = net.connect(port, '127.0.0.1')
+      try {
+        const [data] = (await once(socket, 'data')) as [Buffer]
+        return data.toString()
+      } catch {
+        await new Promise((resolve) => setTimeout(resolve, 50))
+      } finally {
+        socket.destroy()
+      }
+    }
+  }
+  const first = await readLine()
+  const report = await activator.line((l) => 'names' in l)
+  t.deepEqual(report.names, ['http'])
+  t.deepEqual(report.kinds, ['tcp-listener'])
+  t.deepEqual(report.fds, [3])
+  t.deepEqual(report.envWas, ['LISTEN_PID', 'LISTEN_FDS', 'LISTEN_FDNAMES'])
+  t.deepEqual(report.envLeft, [], 'the variables are removed')
+  t.false((report.inherited as number[]).includes(3), `a child does not inherit descriptor 3: ${JSON.stringify(report.inherited)}`)
+  t.regex(first, /^activated \d+\n$/)
+  await activator.line((l) => l.offering === true)
+
+  const takeover = await takeListeners({ path: control, names: ['http'] })
+  if (takeover === null) return t.fail('nobody offered')
+  const server = takeover.get('http').toServer((socket) => socket.end(`successor ${process.pid}\n`))
+  t.like(await takeover.ready(), { confirmed: true })
+  await activator.line((l) => 'finished' in l)
+  t.is(await activator.exited, 0, activator.stderr)
+  t.is(await readLine(), `successor ${process.pid}\n`, 'the successor serves on the port systemd bound')
+  await new Promise((resolve) => server.close(resolve))
+})

@@ -43,7 +43,7 @@ function start() {
     } else if (message.type === 'drained') {
       // Handed over: its exit, possibly before its successor says it serves, is expected.
       drained = true
-      emit({ event: 'drained', generation: message.generation, pid: message.pid, drained: message.report.drained, drainMs: Math.round(message.report.drainMs) })
+      emit({ event: 'drained', generation: message.generation, pid: message.pid, drained: message.report.drained, handoffMs: message.report.handoffMs, drainMs: Math.round(message.report.drainMs) })
     }
   })
   child.on('exit', (code, signal) => {

@@ -17,7 +17,9 @@ pub use channel::NativeChannel;
 use error::OrThrow;
 pub use listener::NativeListener;
 pub use reactor::Reactor;
-pub use registry::{close_held, close_held_at_teardown, close_held_many, release_held};
+pub use registry::{
+    close_held, close_held_at_teardown, close_held_many, hold_inherited, release_held,
+};
 
 #[napi(string_enum)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -91,7 +91,8 @@ pub fn close_held_at_teardown(env: Env) -> Result<()> {
 /// on every received one, so this process's own children do not inherit it.
 #[napi]
 pub fn hold_inherited(env: &Env, fd: i32) -> Result<()> {
-    fdpass::sys::with_raw(fd, |borrowed| fdpass::sys::set_cloexec(borrowed, "fcntl")).or_throw(env)?;
+    fdpass::sys::with_raw(fd, |borrowed| fdpass::sys::set_cloexec(borrowed, "fcntl"))
+        .or_throw(env)?;
     hold([fd]);
     Ok(())
 }

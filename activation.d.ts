@@ -12,10 +12,9 @@ import { type ReceivedFd } from './index';
  * own children do not inherit it; convert it (`listen(server)`,
  * `toServer()`, `toDgram()`) or close it.
  *
- * The variables are removed from the environment, so children do not take the
- * descriptors for theirs. When they were meant for another process
- * (`LISTEN_PID` is not this one) or are absent, the map is empty and the
- * environment is left alone. Malformed variables throw
- * `ERR_FDPASS_INVALID_ACTIVATION` and take nothing.
+ * The variables are removed from the environment in every case, so children
+ * do not take the descriptors for theirs. When they were meant for another
+ * process (`LISTEN_PID` is not this one) or are absent, the map is empty.
+ * Malformed variables throw `ERR_FDPASS_INVALID_ACTIVATION` and take nothing.
  */
 export declare function listenFds(): Map<string, ReceivedFd[]>;

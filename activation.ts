@@ -22,22 +22,21 @@ function invalidActivation(message: string): Error {
  * own children do not inherit it; convert it (`listen(server)`,
  * `toServer()`, `toDgram()`) or close it.
  *
- * The variables are removed from the environment, so children do not take the
- * descriptors for theirs. When they were meant for another process
- * (`LISTEN_PID` is not this one) or are absent, the map is empty and the
- * environment is left alone. Malformed variables throw
- * `ERR_FDPASS_INVALID_ACTIVATION` and take nothing.
+ * The variables are removed from the environment in every case, so children
+ * do not take the descriptors for theirs. When they were meant for another
+ * process (`LISTEN_PID` is not this one) or are absent, the map is empty.
+ * Malformed variables throw `ERR_FDPASS_INVALID_ACTIVATION` and take nothing.
  */
 export function listenFds(): Map<string, ReceivedFd[]> {
   const env = process.env
-  const passed = new Map<string, ReceivedFd[]>()
-  if (env.LISTEN_PID === undefined || env.LISTEN_FDS === undefined) return passed
-  if (!/^[1-9][0-9]*$/.test(env.LISTEN_PID)) throw invalidActivation(`LISTEN_PID=${env.LISTEN_PID} is not a process id`)
-  if (Number(env.LISTEN_PID) !== process.pid) return passed
-  const count = env.LISTEN_FDS
-  const names = env.LISTEN_FDNAMES
+  const { LISTEN_PID: pid, LISTEN_FDS: count, LISTEN_FDNAMES: names } = env
+  // Removed whatever they say, as sd_listen_fds(unset_environment=1) does,
+  // so no child of this process takes them for its own.
   for (const variable of ACTIVATION_VARIABLES) delete env[variable]
-
+  const passed = new Map<string, ReceivedFd[]>()
+  if (pid === undefined || count === undefined) return passed
+  if (!/^[1-9][0-9]*$/.test(pid)) throw invalidActivation(`LISTEN_PID=${pid} is not a process id`)
+  if (Number(pid) !== process.pid) return passed
   if (!/^[0-9]+$/.test(count)) throw invalidActivation(`LISTEN_FDS=${count} is not a count`)
   const total = Number(count)
   const named = names === undefined || (names === '' && total === 0) ? [] : names.split(':')

@@ -122,8 +122,10 @@ export declare function fdKind(fd: number): string
  * Takes a descriptor this process already has (inherited at exec, say) into
  * JavaScript's keeping, as if received: close-on-exec is set on it first, as
  * on every received one, so this process's own children do not inherit it.
+ * Returns false, changing nothing, when it is held already: two owners would
+ * each close it, the second closing whatever reused the number.
  */
-export declare function holdInherited(fd: number): void
+export declare function holdInherited(fd: number): boolean
 
 export declare function isCloseOnExec(fd: number): boolean
 

@@ -57,6 +57,8 @@ export interface HandoffReport {
      * then; other connections are left to the application.
      */
     remaining: number;
+    /** Listeners this process could not close (already closed by the application, say); the others were closed. */
+    errors: Error[];
 }
 /**
  * Listeners on offer to a successor. Events: `'takeover'` (peer) when a
@@ -73,7 +75,9 @@ export declare class ListenerOffer extends EventEmitter {
     get busy(): boolean;
     /**
      * Stops offering: the control socket closes, and a handoff in progress is
-     * abandoned (the successor is told). The listeners are untouched.
+     * abandoned (the successor is told, and its `ready()` rejects with
+     * `ERR_FDPASS_HANDOFF_ABORTED`). The listeners are untouched. Does nothing
+     * once a successor took over.
      */
     close(): void;
 }
@@ -135,9 +139,12 @@ export declare class Takeover {
     /**
      * Tells the old process this one is serving. Listeners not converted by now
      * are closed (reported as `unused`). Resolves once the old process has
-     * stopped accepting, or was found gone. Rejects if the old process had
-     * already given up on this handoff (`ERR_FDPASS_HANDOFF_TIMEOUT`): it is
-     * still serving, so this process should stop and exit.
+     * stopped accepting, or was found gone. Rejects with
+     * `ERR_FDPASS_HANDOFF_TIMEOUT` or `ERR_FDPASS_HANDOFF_ABORTED` if the old
+     * process had already given up on this handoff: it is still serving, so
+     * this process should stop and exit. Rejects with
+     * `ERR_FDPASS_HANDOFF_UNCONFIRMED` if the old process did not answer within
+     * `timeout`: it will stop when it reads the ready message, so keep serving.
      */
     ready(): Promise<ReadyReport>;
     /**

@@ -69,6 +69,33 @@ function send(channel: Channel, message: ControlMessage, fds: readonly Listener[
 }
 
 /**
+ * Sends within a deadline: a peer that stopped reading must not hold the
+ * exchange forever, so when `signal` aborts first the channel is closed,
+ * which rejects the send.
+ */
+async function sendWithin(signal: AbortSignal, channel: Channel, message: ControlMessage, fds: readonly Listener[] = []): Promise<void> {
+  const giveUp = (): void => channel.close()
+  if (signal.aborted) giveUp()
+  signal.addEventListener('abort', giveUp, { once: true })
+  try {
+    await send(channel, message, fds)
+  } finally {
+    signal.removeEventListener('abort', giveUp)
+  }
+}
+
+/** How long a refusal or error message may take to go out before the connection is closed anyway. */
+const FAREWELL_MS = 1000
+
+/** Tells the other side why, briefly, then closes. */
+async function sayErrorAndClose(channel: Channel, code: string, message: string): Promise<void> {
+  const timer = deadline(FAREWELL_MS, undefined)
+  await sendWithin(timer.signal, channel, { type: 'error', code, message }).catch(() => {})
+  timer.clear()
+  channel.close()
+}
+
+/**
  * The next control message, parsed. An `error` message from the other side
  * is thrown as the error it names; a malformed one closes what came with it.
  */
@@ -196,6 +223,8 @@ export interface HandoffReport {
    * then; other connections are left to the application.
    */
   remaining: number
+  /** Listeners this process could not close (already closed by the application, say); the others were closed. */
+  errors: Error[]
 }
 
 interface Offered {
@@ -217,7 +246,7 @@ export class ListenerOffer extends EventEmitter {
   readonly #offered: readonly Offered[]
   readonly #readyTimeout: number
   readonly #drainTimeout: number
-  #state: 'offering' | 'handing-over' | 'stopped' = 'offering'
+  #state: 'offering' | 'handing-over' | 'stopped' | 'closed' = 'offering'
   #current: Channel | undefined
   #finish!: (report: HandoffReport) => void
 
@@ -246,18 +275,23 @@ export class ListenerOffer extends EventEmitter {
 
   /**
    * Stops offering: the control socket closes, and a handoff in progress is
-   * abandoned (the successor is told). The listeners are untouched.
+   * abandoned (the successor is told, and its `ready()` rejects with
+   * `ERR_FDPASS_HANDOFF_ABORTED`). The listeners are untouched. Does nothing
+   * once a successor took over.
    */
   close(): void {
-    if (this.#state === 'handing-over') this.#current?.close()
+    if (this.#state === 'stopped' || this.#state === 'closed') return
+    const current = this.#state === 'handing-over' ? this.#current : undefined
+    this.#state = 'closed'
+    this.#current = undefined
     this.#server.close()
+    if (current) void sayErrorAndClose(current, 'ERR_FDPASS_HANDOFF_ABORTED', `process ${process.pid} stopped offering its listeners; it keeps serving`)
   }
 
   async #attempt(channel: Channel): Promise<void> {
     if (this.#state !== 'offering') {
       // One successor at a time; the second hears why before the connection closes.
-      await send(channel, { type: 'error', code: 'ERR_FDPASS_HANDOFF_BUSY', message: `process ${process.pid} is already handing over to another process` }).catch(() => {})
-      channel.close()
+      await sayErrorAndClose(channel, 'ERR_FDPASS_HANDOFF_BUSY', `process ${process.pid} is already handing over to another process`)
       return
     }
     this.#state = 'handing-over'
@@ -265,6 +299,8 @@ export class ListenerOffer extends EventEmitter {
     const started = performance.now()
     let peer: PeerCredentials | undefined
     let greeted = false
+    let unclaimed: string[] = []
+    let handedOver: Listener[] = []
     const timer = deadline(this.#readyTimeout, undefined)
     try {
       peer = channel.peer
@@ -275,7 +311,7 @@ export class ListenerOffer extends EventEmitter {
         throw protocolError(`the successor speaks version ${String(hello.version)}; this process speaks ${PROTOCOL_VERSION}`)
       }
       this.emit('takeover', peer)
-      await send(channel, {
+      await sendWithin(timer.signal, channel, {
         type: 'offer',
         version: PROTOCOL_VERSION,
         pid: process.pid,
@@ -292,7 +328,8 @@ export class ListenerOffer extends EventEmitter {
       const chosen = this.#offered.filter((entry) => taken.has(entry.name))
       for (let at = 0, index = 0; at < chosen.length; at += BATCH_FDS, index++) {
         const batch = chosen.slice(at, at + BATCH_FDS)
-        await send(
+        await sendWithin(
+          timer.signal,
           channel,
           { type: 'batch', index, names: batch.map((entry) => entry.name) },
           batch.map((entry) => entry.listener),
@@ -304,11 +341,11 @@ export class ListenerOffer extends EventEmitter {
       const { message: ready } = await receive(channel, timer.signal)
       if (ready.type === 'abort') throw handoffError('ABORTED', `the successor gave up: ${String(ready.reason)}`)
       expectType(ready, 'ready')
-      timer.clear()
-      const unclaimed = [...offeredNames].filter((name) => !taken.has(name))
-      this.#handOver(channel, peer, unclaimed, started)
+      unclaimed = [...offeredNames].filter((name) => !taken.has(name))
+      handedOver = chosen.map((entry) => entry.listener)
     } catch (err) {
       timer.clear()
+      // close() abandoned this handoff and told the successor already.
       if (this.#state !== 'handing-over') return
       this.#state = 'offering'
       this.#current = undefined
@@ -318,22 +355,39 @@ export class ListenerOffer extends EventEmitter {
         : isGone(err)
           ? handoffError('ABORTED', 'the successor closed the connection before it was ready; this process keeps serving')
           : err
-      if (!isGone(err)) {
-        const { code, message } = error as FdpassError
-        await send(channel, { type: 'error', code, message }).catch(() => {})
-      }
-      channel.close()
+      if (isGone(err)) channel.close()
+      else await sayErrorAndClose(channel, (error as FdpassError).code ?? 'ERR_FDPASS_HANDOFF_ABORTED', (error as Error).message)
       // A connection that never said hello (a probe, a stray client) was no attempt.
       if (greeted || expired) this.emit('failed', error, peer)
+      return
     }
+    timer.clear()
+    if (this.#state !== 'handing-over') {
+      // close() came while the successor's ready was on its way: it was told this process serves on.
+      channel.close()
+      return
+    }
+    this.#handOver(channel, peer, unclaimed, handedOver, started)
   }
 
-  /** The successor is ready: stop accepting, tell it, then drain. */
-  #handOver(channel: Channel, successor: PeerCredentials, unclaimed: string[], started: number): void {
+  /**
+   * The successor is ready: stop accepting, tell it, then drain. Runs to the
+   * end whatever fails on the way: a listener that cannot be closed is
+   * reported, and the others are closed all the same.
+   */
+  #handOver(channel: Channel, successor: PeerCredentials, unclaimed: string[], handedOver: readonly Listener[], started: number): void {
     this.#state = 'stopped'
     this.#current = undefined
-    const listeners = [...new Set(this.#offered.map((entry) => entry.listener))]
-    const stopped = listeners.map(stopAccepting)
+    const successors = new Set(handedOver)
+    const errors: Error[] = []
+    const stopped: Stopped[] = []
+    for (const listener of new Set(this.#offered.map((entry) => entry.listener))) {
+      try {
+        stopped.push(stopAccepting(listener, successors.has(listener), errors))
+      } catch (err) {
+        errors.push(err as Error)
+      }
+    }
     this.#server.close()
     const handoffMs = performance.now() - started
     // The successor holds the listeners either way; if it is gone by now, so is the reply.
@@ -343,7 +397,7 @@ export class ListenerOffer extends EventEmitter {
     this.emit('handedOver', { successor, unclaimed })
     const drainStarted = performance.now()
     void drainAll(stopped, this.#drainTimeout).then(({ drained, remaining }) => {
-      const report: HandoffReport = { successor, unclaimed, handoffMs, drainMs: performance.now() - drainStarted, drained, remaining }
+      const report: HandoffReport = { successor, unclaimed, handoffMs, drainMs: performance.now() - drainStarted, drained, remaining, errors }
       this.emit('drained', report)
       this.#finish(report)
     })
@@ -377,7 +431,7 @@ function isHttpServer(server: net.Server): server is HttpServer {
  * now on say `Connection: close`, so keep-alive clients move to the successor
  * after their current request instead of racing a close of an idle connection.
  */
-function stopAccepting(listener: Listener): Stopped {
+function stopAccepting(listener: Listener, successorHasIt: boolean, errors: Error[]): Stopped {
   if (typeof listener === 'number') {
     fs.closeSync(listener)
     return alreadyStopped
@@ -398,13 +452,21 @@ function stopAccepting(listener: Listener): Stopped {
   }
   // Node's close() unlinks the path of a Unix server this process bound
   // (nodejs/node#19729), which is now the successor's too: keep a second name
-  // for the socket across the close and put it back.
+  // for the socket across the close and put it back. Not for a socket no
+  // successor took: its path goes with it.
   const address = server.address()
-  const path = typeof address === 'string' && !address.startsWith('\0') ? address : undefined
-  const spare = path === undefined ? undefined : `${path}.fdpass-handoff-${process.pid}`
-  if (spare !== undefined && path !== undefined) {
-    fs.rmSync(spare, { force: true })
-    fs.linkSync(path, spare)
+  const path = successorHasIt && typeof address === 'string' && !address.startsWith('\0') ? address : undefined
+  let spare: string | undefined
+  if (path !== undefined) {
+    try {
+      const second = `${path}.fdpass-handoff-${process.pid}`
+      fs.rmSync(second, { force: true })
+      fs.linkSync(path, second)
+      spare = second
+    } catch (err) {
+      // Stop accepting all the same; the path is lost, and reported.
+      errors.push(err as Error)
+    }
   }
   // net.Server's close, not http's: http's also closes idle keep-alive
   // connections at once, racing clients that are sending on them.
@@ -556,9 +618,12 @@ export class Takeover {
   /**
    * Tells the old process this one is serving. Listeners not converted by now
    * are closed (reported as `unused`). Resolves once the old process has
-   * stopped accepting, or was found gone. Rejects if the old process had
-   * already given up on this handoff (`ERR_FDPASS_HANDOFF_TIMEOUT`): it is
-   * still serving, so this process should stop and exit.
+   * stopped accepting, or was found gone. Rejects with
+   * `ERR_FDPASS_HANDOFF_TIMEOUT` or `ERR_FDPASS_HANDOFF_ABORTED` if the old
+   * process had already given up on this handoff: it is still serving, so
+   * this process should stop and exit. Rejects with
+   * `ERR_FDPASS_HANDOFF_UNCONFIRMED` if the old process did not answer within
+   * `timeout`: it will stop when it reads the ready message, so keep serving.
    */
   async ready(): Promise<ReadyReport> {
     const channel = this.#channel
@@ -567,18 +632,23 @@ export class Takeover {
     const unused = this.#closeUnconverted()
     const timer = deadline(this.#timeout, undefined)
     try {
-      await send(channel, { type: 'ready' })
+      await sendWithin(timer.signal, channel, { type: 'ready' })
       const { message } = await receive(channel, timer.signal)
       expectType(message, 'stopped')
       return { confirmed: true, unclaimed: [...this.unclaimed], unused }
     } catch (err) {
+      if (timer.expired()) {
+        throw handoffError(
+          'UNCONFIRMED',
+          `the old process did not confirm within ${this.#timeout} ms that it stopped accepting; it stops when it reads the ready message, so keep serving`,
+        )
+      }
       if (isGone(err)) {
-        // It refused this handoff before closing (a timeout), or it is gone.
+        // It refused this handoff before closing (a timeout, a close()), or it is gone.
         const reason = await reasonLeft(channel, timer.signal)
         if (reason !== undefined) throw reason
         return { confirmed: false, unclaimed: [...this.unclaimed], unused }
       }
-      if (timer.expired()) throw handoffError('TIMEOUT', `the old process did not confirm within ${this.#timeout} ms that it stopped accepting`)
       throw err
     } finally {
       timer.clear()
@@ -595,9 +665,13 @@ export class Takeover {
     if (channel === null) return
     this.#channel = null
     this.#closeUnconverted()
-    void send(channel, { type: 'abort', reason: String(reason) })
+    const timer = deadline(FAREWELL_MS, undefined)
+    void sendWithin(timer.signal, channel, { type: 'abort', reason: String(reason) })
       .catch(() => {})
-      .finally(() => channel.close())
+      .finally(() => {
+        timer.clear()
+        channel.close()
+      })
   }
 
   #closeUnconverted(): string[] {
@@ -640,7 +714,7 @@ export async function takeListeners(options: TakeOptions): Promise<Takeover | nu
   const timer = deadline(timeout, signal)
   const received: ReceivedFd[] = []
   try {
-    await send(channel, { type: 'hello', version: PROTOCOL_VERSION, pid: process.pid })
+    await sendWithin(timer.signal, channel, { type: 'hello', version: PROTOCOL_VERSION, pid: process.pid })
     const { message: offer } = await receive(channel, timer.signal)
     expectType(offer, 'offer')
     const entries = offer.listeners
@@ -657,11 +731,11 @@ export async function takeListeners(options: TakeOptions): Promise<Takeover | nu
         `the running process does not offer ${missing.map((name) => `'${name}'`).join(', ')} (it offers ${[...offered].map((name) => `'${name}'`).join(', ')}); it keeps serving`,
         { missing, offered: [...offered] },
       )
-      await send(channel, { type: 'abort', reason: error.message }).catch(() => {})
+      await sendWithin(timer.signal, channel, { type: 'abort', reason: error.message }).catch(() => {})
       throw error
     }
     const taking = new Set([...needed, ...(opts.optional ?? []).filter((name) => offered.has(name))])
-    await send(channel, { type: 'take', names: [...taking] })
+    await sendWithin(timer.signal, channel, { type: 'take', names: [...taking] })
     const expected = offeredNames.filter((name) => taking.has(name)).length
     const listeners = new Map<string, ReceivedFd[]>()
     for (let index = 0; received.length < expected; index++) {
@@ -677,7 +751,7 @@ export async function takeListeners(options: TakeOptions): Promise<Takeover | nu
         if (group) group.push(fds[i] as ReceivedFd)
         else listeners.set(name, [fds[i] as ReceivedFd])
       })
-      await send(channel, { type: 'ack', index })
+      await sendWithin(timer.signal, channel, { type: 'ack', index })
     }
     const unclaimed = [...offered].filter((name) => !taking.has(name))
     const optionalMissing = (opts.optional ?? []).filter((name) => !offered.has(name))

@@ -555,11 +555,14 @@ export class ReceivedFd implements Disposable {
  * from systemd socket activation or a parent's stdio) as a {@link ReceivedFd},
  * with the same conversions and the same care as a received one: close-on-exec
  * is set on it now, so this process's own children do not inherit it, and it
- * is closed when collected unless claimed. Throws `EBADF` when it is not open.
+ * is closed when collected unless claimed. Throws `EBADF` when it is not open
+ * and `ERR_FDPASS_FD_OWNED` when a `ReceivedFd` owns it already.
  */
 export function adoptFd(fd: number): ReceivedFd {
   validateInteger('fd', fd, 0, MAX_FD_NUMBER)
-  native.holdInherited(fd)
+  if (!native.holdInherited(fd)) {
+    throw makeError(Error, 'ERR_FDPASS_FD_OWNED', `descriptor ${fd} is owned by a ReceivedFd already; take() it first to own the number yourself`)
+  }
   return new ReceivedFd(fd)
 }
 

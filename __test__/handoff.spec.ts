@@ -1,7 +1,7 @@
 import { fork, spawn, type ChildProcess } from 'node:child_process'
 import * as dgram from 'node:dgram'
 import { EventEmitter, once } from 'node:events'
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { closeSync, existsSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs'
 import * as http from 'node:http'
 import * as net from 'node:net'
 import { tmpdir } from 'node:os'
@@ -9,7 +9,9 @@ import { join } from 'node:path'
 
 import test, { type ExecutionContext } from 'ava'
 
-import { takeListeners } from 'fdpass/handoff'
+import { adoptFd } from 'fdpass'
+import { listenFds } from 'fdpass/activation'
+import { offerListeners, takeListeners } from 'fdpass/handoff'
 
 import { fdCount, settledFdCount } from './helpers'
 
@@ -219,7 +221,7 @@ test('a successor that never says ready times out: the old process serves on, an
   await load.answeredBy(old.pid)
 
   const hung = peer('take-and-wait', control, 'idle')
-  await hung.line((l) => 'took' in l)
+  t.deepEqual((await hung.line((l) => 'took' in l || 'error' in l)).took, ['http'])
   t.is((await old.line((l) => l.type === 'failed')).code, 'ERR_FDPASS_HANDOFF_TIMEOUT')
   await load.more(50)
   hung.step()
@@ -304,7 +306,7 @@ test.serial('every kind of listener is taken over; the old process closes its co
   const finished = (await old.line((l) => 'finished' in l)) as { finished: { drained: boolean }; before: number; after: number }
   t.true(finished.finished.drained)
   t.is(await old.exited, 0, old.stderr)
-  t.true(finished.after < finished.before + 5, `the old process closed its copies: ${JSON.stringify(finished)}`)
+  t.is(finished.after, finished.before, `the old process closed its copies: ${JSON.stringify(finished)}`)
 
   const readAll = (socket: net.Socket): Promise<string> =>
     new Promise((resolve, reject) => {
@@ -375,4 +377,72 @@ test('systemd socket activation: the first process takes the socket from systemd
   t.is(await activator.exited, 0, activator.stderr)
   t.is(await readLine(), `successor ${process.pid}\n`, 'the successor serves on the port systemd bound')
   await new Promise((resolve) => server.close(resolve))
+})
+
+test.serial('an offer closed during a handoff tells the successor, whose ready() rejects; the listener is untouched', async (t) => {
+  const control = controlPath(t)
+  const before = fdCount()
+  const server = net.createServer((socket) => socket.end('still here\n'))
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const offer = await offerListeners({ path: control, listeners: { tcp: server } })
+  const failed: unknown[] = []
+  offer.on('failed', (err) => failed.push(err))
+  const takeover = await takeListeners({ path: control })
+  if (takeover === null) return t.fail('nobody offered')
+  t.true(offer.busy)
+  offer.close()
+  await t.throwsAsync(takeover.ready(), { code: 'ERR_FDPASS_HANDOFF_ABORTED' })
+  t.true(server.listening, 'the old process still listens')
+  t.deepEqual(failed, [], 'closing is not a failed attempt')
+  t.false(existsSync(control), 'the control socket is gone')
+  await new Promise((resolve) => server.close(resolve))
+  t.is(await settledFdCount(before), before)
+})
+
+test.serial('adoptFd refuses a descriptor a ReceivedFd owns; listenFds removes the variables and checks them', (t) => {
+  const before = fdCount()
+  const saved = { ...process.env }
+  t.teardown(() => {
+    for (const name of ['LISTEN_PID', 'LISTEN_FDS', 'LISTEN_FDNAMES']) {
+      if (saved[name] === undefined) delete process.env[name]
+      else process.env[name] = saved[name]
+    }
+  })
+  const fd = openSync(__filename, 'r')
+  const owned = adoptFd(fd)
+  t.throws(() => adoptFd(fd), { code: 'ERR_FDPASS_FD_OWNED' })
+  owned.close()
+  t.throws(() => adoptFd(fd), { code: 'EBADF' })
+
+  Object.assign(process.env, { LISTEN_PID: String(process.pid + 1), LISTEN_FDS: '1', LISTEN_FDNAMES: 'http' })
+  t.is(listenFds().size, 0, 'meant for another process: nothing taken')
+  t.is(process.env.LISTEN_FDS, undefined, 'and the variables are gone')
+  Object.assign(process.env, { LISTEN_PID: String(process.pid), LISTEN_FDS: '2', LISTEN_FDNAMES: 'http' })
+  t.throws(() => listenFds(), { code: 'ERR_FDPASS_INVALID_ACTIVATION' })
+  t.is(process.env.LISTEN_PID, undefined)
+  t.is(fdCount(), before)
+})
+
+test.serial('a listener the old process can no longer close is reported, and the handoff completes for the rest', async (t) => {
+  const control = controlPath(t)
+  const before = fdCount()
+  const server = net.createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const raw = openSync(__filename, 'r')
+  const offer = await offerListeners({ path: control, listeners: { tcp: server, raw } })
+  const takeover = await takeListeners({ path: control })
+  if (takeover === null) return t.fail('nobody offered')
+  const taken = takeover.get('tcp').toServer()
+  const file = takeover.get('raw').take()
+  // The application closes its copy behind the offer's back.
+  closeSync(raw)
+  t.like(await takeover.ready(), { confirmed: true, unused: [] })
+  const report = await offer.finished
+  t.is(report.errors.length, 1)
+  t.is((report.errors[0] as NodeJS.ErrnoException).code, 'EBADF')
+  t.true(report.drained)
+  t.false(server.listening, 'the other listener was closed all the same')
+  closeSync(file)
+  await new Promise((resolve) => taken.close(resolve))
+  t.is(await settledFdCount(before), before)
 })

@@ -35,6 +35,10 @@ const roles: Record<string, (control: string, args: string[]) => Promise<void>> 
    * UDP, and a raw descriptor (a file); reports where, then the handoff.
    */
   async 'offer-all'(control, [unixPath, file]) {
+    // libuv keeps a spare descriptor from the first listen on (for EMFILE): open it first.
+    const warm = net.createServer()
+    await listening(warm, () => warm.listen(0, '127.0.0.1'))
+    await new Promise((resolve) => warm.close(resolve))
     const before = fdCount()
     const tcp = net.createServer((socket) => socket.end('old tcp\n'))
     const web = http.createServer((_req, res) => res.end('old http'))

@@ -22,7 +22,9 @@ const generation = Number(process.env.GENERATION ?? 1)
 const drainTimeout = Number(process.env.DRAIN_TIMEOUT_MS ?? 30_000)
 const readyTimeout = Number(process.env.READY_TIMEOUT_MS ?? 60_000)
 const log = (text) => console.log(`[generation ${generation}, pid ${process.pid}] ${text}`)
-const report = (message) => process.send?.({ ...message, generation, pid: process.pid })
+/** Tells the parent (if it gave an IPC channel); resolves once the message is out. */
+const report = (message) =>
+  new Promise((resolve) => (process.send ? process.send({ ...message, generation, pid: process.pid }, resolve) : resolve()))
 
 async function main() {
   if (!controlPath) throw new Error('set HANDOFF_SOCKET to the control socket path')
@@ -55,7 +57,7 @@ async function main() {
 
   const drained = await offer.finished
   log(`drained in ${drained.drainMs.toFixed(0)} ms${drained.drained ? '' : `; ${drained.remaining} connections cut at the timeout`}`)
-  report({ type: 'drained', report: drained })
+  await report({ type: 'drained', report: drained })
   process.exit(0)
 }
 

@@ -46,7 +46,8 @@ function start() {
       emit({ event: 'drained', generation: message.generation, pid: message.pid, drained: message.report.drained, handoffMs: message.report.handoffMs, drainMs: Math.round(message.report.drainMs) })
     }
   })
-  child.on('exit', (code, signal) => {
+  // 'close', not 'exit': only then have all of the child's messages arrived.
+  child.on('close', (code, signal) => {
     clearTimeout(timer)
     if (child === starting) {
       // Failed before serving: the running generation never stopped accepting.

@@ -24,16 +24,21 @@ struct HeldSet {
 }
 
 impl HeldSet {
-    fn insert(&mut self, fd: i32) {
-        let Ok(fd) = usize::try_from(fd) else { return };
+    /// Adds `fd`; false if it was there already (or is negative).
+    fn insert(&mut self, fd: i32) -> bool {
+        let Ok(fd) = usize::try_from(fd) else {
+            return false;
+        };
         let (word, bit) = (fd / 64, 1u64 << (fd % 64));
         if word >= self.bits.len() {
             self.bits.resize(word + 1, 0);
         }
-        if self.bits[word] & bit == 0 {
-            self.bits[word] |= bit;
-            self.count += 1;
+        if self.bits[word] & bit != 0 {
+            return false;
         }
+        self.bits[word] |= bit;
+        self.count += 1;
+        true
     }
 
     fn remove(&mut self, fd: i32) -> bool {
@@ -71,7 +76,11 @@ thread_local! {
 
 /// Takes ownership of received descriptors on behalf of JavaScript.
 pub(crate) fn hold(fds: impl IntoIterator<Item = i32>) {
-    HELD.with_borrow_mut(|held| fds.into_iter().for_each(|fd| held.insert(fd)));
+    HELD.with_borrow_mut(|held| {
+        for fd in fds {
+            held.insert(fd);
+        }
+    });
 }
 
 /// Closes what this thread's environment still holds when it ends. The facade
@@ -89,12 +98,13 @@ pub fn close_held_at_teardown(env: Env) -> Result<()> {
 /// Takes a descriptor this process already has (inherited at exec, say) into
 /// JavaScript's keeping, as if received: close-on-exec is set on it first, as
 /// on every received one, so this process's own children do not inherit it.
+/// Returns false, changing nothing, when it is held already: two owners would
+/// each close it, the second closing whatever reused the number.
 #[napi]
-pub fn hold_inherited(env: &Env, fd: i32) -> Result<()> {
+pub fn hold_inherited(env: &Env, fd: i32) -> Result<bool> {
     fdpass::sys::with_raw(fd, |borrowed| fdpass::sys::set_cloexec(borrowed, "fcntl"))
         .or_throw(env)?;
-    hold([fd]);
-    Ok(())
+    Ok(HELD.with_borrow_mut(|held| held.insert(fd)))
 }
 
 /// Hands `fd` over to the caller; it is no longer closed at teardown.

@@ -291,7 +291,11 @@ export class ListenerOffer extends EventEmitter {
   async #attempt(channel: Channel): Promise<void> {
     if (this.#state !== 'offering') {
       // One successor at a time; the second hears why before the connection closes.
-      await sayErrorAndClose(channel, 'ERR_FDPASS_HANDOFF_BUSY', `process ${process.pid} is already handing over to another process`)
+      if (this.#state === 'handing-over') {
+        await sayErrorAndClose(channel, 'ERR_FDPASS_HANDOFF_BUSY', `process ${process.pid} is already handing over to another process`)
+      } else {
+        await sayErrorAndClose(channel, 'ERR_FDPASS_HANDOFF_ABORTED', `process ${process.pid} no longer offers its listeners`)
+      }
       return
     }
     this.#state = 'handing-over'

@@ -64,10 +64,6 @@ function isGone(err: unknown): boolean {
   return code === 'ERR_FDPASS_CLOSED' || code === 'EPIPE' || code === 'ECONNRESET'
 }
 
-function send(channel: Channel, message: ControlMessage, fds: readonly Listener[] = []): Promise<void> {
-  return channel.send({ data: JSON.stringify(message), fds })
-}
-
 /**
  * Sends within a deadline: a peer that stopped reading must not hold the
  * exchange forever, so when `signal` aborts first the channel is closed,
@@ -78,19 +74,19 @@ async function sendWithin(signal: AbortSignal, channel: Channel, message: Contro
   if (signal.aborted) giveUp()
   signal.addEventListener('abort', giveUp, { once: true })
   try {
-    await send(channel, message, fds)
+    await channel.send({ data: JSON.stringify(message), fds })
   } finally {
     signal.removeEventListener('abort', giveUp)
   }
 }
 
-/** How long a refusal or error message may take to go out before the connection is closed anyway. */
+/** How long a last message (a refusal, an error, `stopped`) may take to go out before the connection is closed anyway. */
 const FAREWELL_MS = 1000
 
-/** Tells the other side why, briefly, then closes. */
-async function sayErrorAndClose(channel: Channel, code: string, message: string): Promise<void> {
+/** Sends a last message, briefly and ignoring failure (the other side may be gone), then closes. */
+async function sayAndClose(channel: Channel, message: ControlMessage): Promise<void> {
   const timer = deadline(FAREWELL_MS, undefined)
-  await sendWithin(timer.signal, channel, { type: 'error', code, message }).catch(() => {})
+  await sendWithin(timer.signal, channel, message).catch(() => {})
   timer.clear()
   channel.close()
 }
@@ -285,16 +281,16 @@ export class ListenerOffer extends EventEmitter {
     this.#state = 'closed'
     this.#current = undefined
     this.#server.close()
-    if (current) void sayErrorAndClose(current, 'ERR_FDPASS_HANDOFF_ABORTED', `process ${process.pid} stopped offering its listeners; it keeps serving`)
+    if (current) void sayAndClose(current, { type: 'error', code: 'ERR_FDPASS_HANDOFF_ABORTED', message: `process ${process.pid} stopped offering its listeners; it keeps serving` })
   }
 
   async #attempt(channel: Channel): Promise<void> {
     if (this.#state !== 'offering') {
       // One successor at a time; the second hears why before the connection closes.
       if (this.#state === 'handing-over') {
-        await sayErrorAndClose(channel, 'ERR_FDPASS_HANDOFF_BUSY', `process ${process.pid} is already handing over to another process`)
+        await sayAndClose(channel, { type: 'error', code: 'ERR_FDPASS_HANDOFF_BUSY', message: `process ${process.pid} is already handing over to another process` })
       } else {
-        await sayErrorAndClose(channel, 'ERR_FDPASS_HANDOFF_ABORTED', `process ${process.pid} no longer offers its listeners`)
+        await sayAndClose(channel, { type: 'error', code: 'ERR_FDPASS_HANDOFF_ABORTED', message: `process ${process.pid} no longer offers its listeners` })
       }
       return
     }
@@ -360,7 +356,7 @@ export class ListenerOffer extends EventEmitter {
           ? handoffError('ABORTED', 'the successor closed the connection before it was ready; this process keeps serving')
           : err
       if (isGone(err)) channel.close()
-      else await sayErrorAndClose(channel, (error as FdpassError).code ?? 'ERR_FDPASS_HANDOFF_ABORTED', (error as Error).message)
+      else await sayAndClose(channel, { type: 'error', code: (error as FdpassError).code ?? 'ERR_FDPASS_HANDOFF_ABORTED', message: (error as Error).message })
       // A connection that never said hello (a probe, a stray client) was no attempt.
       if (greeted || expired) this.emit('failed', error, peer)
       return
@@ -395,9 +391,7 @@ export class ListenerOffer extends EventEmitter {
     this.#server.close()
     const handoffMs = performance.now() - started
     // The successor holds the listeners either way; if it is gone by now, so is the reply.
-    send(channel, { type: 'stopped', unclaimed })
-      .catch(() => {})
-      .finally(() => channel.close())
+    void sayAndClose(channel, { type: 'stopped', unclaimed })
     this.emit('handedOver', { successor, unclaimed })
     const drainStarted = performance.now()
     void drainAll(stopped, this.#drainTimeout).then(({ drained, remaining }) => {

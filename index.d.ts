@@ -275,7 +275,8 @@ export interface SpawnWithChannelOptions extends SpawnOptions, SocketPairOptions
  * descriptor `options.fd` (default 3), named in its environment as
  * `FDPASS_FD`, and returns the child and the parent's end. The child's end is
  * closed in this process once the child has its copy; on a spawn that throws,
- * both ends are closed. A Node child adopts its end with
+ * both ends are closed. The child's end is blocking, as programs expect of
+ * what they inherit. A Node child adopts its end with
  * {@link inheritedChannel}; another program uses the descriptor directly (in
  * raw framing unless it speaks PROTOCOL.md).
  */

@@ -1076,7 +1076,8 @@ const CHANNEL_FD_ENV = 'FDPASS_FD'
  * descriptor `options.fd` (default 3), named in its environment as
  * `FDPASS_FD`, and returns the child and the parent's end. The child's end is
  * closed in this process once the child has its copy; on a spawn that throws,
- * both ends are closed. A Node child adopts its end with
+ * both ends are closed. The child's end is blocking, as programs expect of
+ * what they inherit. A Node child adopts its end with
  * {@link inheritedChannel}; another program uses the descriptor directly (in
  * raw framing unless it speaks PROTOCOL.md).
  */
@@ -1090,6 +1091,10 @@ export function spawnWithChannel(
   const { fd: _fd, type, framing, stdio, env, ...spawnOptions } = opts
   const [mine, theirs] = socketPair({ type, framing })
   try {
+    // Other programs expect a descriptor they inherit to block, as stdio
+    // does; the flag is the child's end's own (a socket pair's ends are
+    // separate open files), and inheritedChannel makes it non-blocking again.
+    native.setBlocking(theirs.fd, true)
     const slots: unknown[] = Array.isArray(stdio) ? [...(stdio as unknown[])] : Array.from({ length: 3 }, () => stdio ?? 'inherit')
     while (slots.length < at) slots.push('ignore')
     slots[at] = theirs.fd

@@ -1,4 +1,4 @@
-import { fork, spawn, type ChildProcess } from 'node:child_process'
+import { fork, spawn } from 'node:child_process'
 import * as dgram from 'node:dgram'
 import { EventEmitter, once } from 'node:events'
 import { closeSync, existsSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs'
@@ -13,68 +13,10 @@ import { adoptFd } from 'fdpass'
 import { listenFds } from 'fdpass/activation'
 import { offerListeners, takeListeners } from 'fdpass/handoff'
 
-import { fdCount, settledFdCount } from './helpers'
+import { fdCount, Process, settledFdCount, until } from './helpers'
 
 const EXAMPLE = join(__dirname, '..', '..', 'examples', 'zero-downtime')
 const PEER = join(__dirname, 'peers', 'handoff-peer.js')
-
-type Line = Record<string, unknown>
-
-/** Waits until `ready()` holds, checking after each of `emitter`'s `event`s. */
-function until<T>(emitter: NodeJS.EventEmitter, event: string, ready: () => T | undefined): Promise<T> {
-  return new Promise((resolve) => {
-    const check = (): void => {
-      const value = ready()
-      if (value === undefined) return
-      emitter.off(event, check)
-      resolve(value)
-    }
-    emitter.on(event, check)
-    check()
-  })
-}
-
-/** A child whose JSON lines (stdout, or IPC messages) are collected as they come. */
-class Process {
-  readonly lines: Line[] = []
-  readonly exited: Promise<number | null>
-  stderr = ''
-
-  constructor(readonly child: ChildProcess) {
-    let buffered = ''
-    child.stdout?.on('data', (chunk: Buffer) => {
-      buffered += chunk.toString()
-      let newline: number
-      while ((newline = buffered.indexOf('\n')) >= 0) {
-        const line = buffered.slice(0, newline)
-        buffered = buffered.slice(newline + 1)
-        if (line.startsWith('{')) this.#add(JSON.parse(line) as Line)
-      }
-    })
-    child.stderr?.on('data', (chunk: Buffer) => (this.stderr += chunk.toString()))
-    child.on('message', (message: Line) => this.#add(message))
-    this.exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)))
-  }
-
-  #add(line: Line): void {
-    this.lines.push(line)
-    this.child.emit('line', line)
-  }
-
-  /** The first line (so far or to come) that `match` accepts. */
-  line(match: (line: Line) => boolean): Promise<Line> {
-    return until(this.child, 'line', () => this.lines.find(match))
-  }
-
-  /** Sends the role's next step. */
-  step(): void {
-    this.child.stdin?.write('go\n')
-  }
-
-  get pid(): number {
-    return this.child.pid as number
-  }
-}
 
 function peer(role: string, control: string, ...args: string[]): Process {
   return new Process(spawn(process.execPath, [PEER, role, control, ...args], { stdio: ['pipe', 'pipe', 'pipe'] }))

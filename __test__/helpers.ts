@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process'
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { readdirSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -10,6 +10,18 @@ import { listen, type Channel, type ListenOptions, type Server } from 'fdpass'
 /** Descriptors open in this process right now. */
 export function fdCount(): number {
   return readdirSync('/proc/self/fd').length
+}
+
+/**
+ * Which of `fds` (descriptor numbers of this process) are still open in a
+ * program this process execs. libuv closes no stray descriptors in a spawned
+ * child: only FD_CLOEXEC keeps them out, so the answer is those without it.
+ */
+export function openAfterExec(fds: readonly number[]): number[] {
+  const probe = fds.map((n) => `[ -e /proc/self/fd/${n} ] && echo ${n}`).join('; ')
+  const out = spawnSync('sh', ['-c', `${probe}; true`], { encoding: 'utf8' })
+  if (out.status !== 0) throw new Error(`the exec probe failed: ${out.stderr}`)
+  return out.stdout.split('\n').filter(Boolean).map(Number)
 }
 
 /** Threads of this process right now. */
@@ -88,4 +100,79 @@ export function assertBaselines(t: ExecutionContext, r: Awaited<ReturnType<typeo
   t.truthy(r.peer.report, 'the peer reported its descriptor counts')
   t.is(r.peer.report?.after, r.peer.report?.before, `the peer ends at its descriptor baseline ${JSON.stringify(r.peer.report)}`)
   t.is(r.after, r.before, 'this process ends at its descriptor baseline')
+}
+
+/** A JSON line a child process reported. */
+export type Line = Record<string, unknown>
+
+/** Waits until `ready()` holds, checking after each of `emitter`'s `event`s. */
+export function until<T>(emitter: NodeJS.EventEmitter, event: string, ready: () => T | undefined): Promise<T> {
+  return new Promise((resolve) => {
+    const check = (): void => {
+      const value = ready()
+      if (value === undefined) return
+      emitter.off(event, check)
+      resolve(value)
+    }
+    emitter.on(event, check)
+    check()
+  })
+}
+
+/** A child whose JSON lines (stdout, or IPC messages) are collected as they come. */
+export class Process {
+  readonly lines: Line[] = []
+  readonly exited: Promise<number | null>
+  stderr = ''
+  #closed = false
+
+  constructor(readonly child: ChildProcess) {
+    let buffered = ''
+    child.stdout?.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString()
+      let newline: number
+      while ((newline = buffered.indexOf('\n')) >= 0) {
+        const line = buffered.slice(0, newline)
+        buffered = buffered.slice(newline + 1)
+        if (line.startsWith('{')) this.#add(JSON.parse(line) as Line)
+      }
+    })
+    child.stderr?.on('data', (chunk: Buffer) => (this.stderr += chunk.toString()))
+    child.on('message', (message: Line) => this.#add(message))
+    // 'close' comes after the last of stdout, so a line can no longer arrive.
+    child.on('close', () => {
+      this.#closed = true
+      child.emit('line')
+    })
+    this.exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)))
+  }
+
+  #add(line: Line): void {
+    this.lines.push(line)
+    this.child.emit('line', line)
+  }
+
+  /**
+   * The first line (so far or to come) that `match` accepts; rejects with the
+   * child's stderr if it ends without one.
+   */
+  line(match: (line: Line) => boolean): Promise<Line> {
+    return until(this.child, 'line', () => {
+      const found = this.lines.find(match)
+      if (found === undefined && this.#closed) return new Error(`the child ended without the line awaited: ${this.stderr}`)
+      return found
+    }).then((found) => {
+      if (found instanceof Error) throw found
+      return found
+    })
+  }
+
+  /** Sends the role's next step. */
+  step(): void {
+    this.child.stdin?.write('go\n')
+  }
+
+  get pid(): number {
+    return this.child.pid as number
+  }
 }

@@ -1,0 +1,401 @@
+// fdpass against the fd-passing code other languages use, both ways, across
+// real processes: the peers under interop/ (Python's standard library, Go
+// modules, plain C, systemd). Each case uses what arrives for real and ends
+// with this process at its descriptor baseline.
+import { execFileSync, spawn, spawnSync } from 'node:child_process'
+import { once } from 'node:events'
+import { constants, mkdirSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs'
+import * as net from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+
+import test, { type ExecutionContext } from 'ava'
+
+import { connect, listen, spawnWithChannel, type Channel, type Descriptor, type Message, type SocketType } from 'fdpass'
+
+import { fdCount, openAfterExec, Process, settledFdCount, socketPath } from './helpers'
+
+const ROOT = join(__dirname, '..', '..')
+const INTEROP = join(ROOT, 'interop')
+const BIN = join(ROOT, 'build', 'interop')
+
+type PeerName = 'python' | 'go' | 'c' | 'systemd'
+
+/** Why a peer cannot run on this machine, for those that cannot. */
+function whyMissing(command: string, args: readonly string[]): string | undefined {
+  const run = spawnSync(command, args, { encoding: 'utf8' })
+  if (run.error) return `${command}: ${run.error.message}`
+  return run.status === 0 ? undefined : `${command} ${args.join(' ')}: ${run.stderr.trim()}`
+}
+
+const missing: Partial<Record<PeerName, string>> = {}
+for (const [peer, command, args] of [
+  ['python', 'python3', ['-c', 'import socket; socket.send_fds; socket.recv_fds']],
+  ['go', 'go', ['version']],
+  ['c', 'cc', ['--version']],
+  ['systemd', 'systemd-socket-activate', ['--version']],
+] as const) {
+  const why = whyMissing(command, args)
+  if (why !== undefined) missing[peer] = why
+}
+if (Object.keys(missing).length > 0) {
+  console.warn(`interop peers not run on this machine: ${JSON.stringify(missing)}`)
+}
+
+/** Build failures, found by the `before` hook. */
+const unbuilt: Partial<Record<PeerName, string>> = {}
+
+test.before(() => {
+  mkdirSync(BIN, { recursive: true })
+  const build = (peer: PeerName, command: string, args: string[], cwd: string): void => {
+    if (missing[peer] !== undefined) return
+    const run = spawnSync(command, args, { cwd, encoding: 'utf8' })
+    if (run.status !== 0) unbuilt[peer] = `${command} ${args.join(' ')}: ${run.error?.message ?? run.stderr}`
+  }
+  build('c', 'cc', ['-std=c11', '-Wall', '-Wextra', '-Werror', '-O1', '-o', join(BIN, 'c-peer'), 'peer.c'], join(INTEROP, 'c'))
+  build('go', 'go', ['build', '-mod=readonly', '-o', join(BIN, 'go-peer'), '.'], join(INTEROP, 'go'))
+})
+
+/**
+ * Registers a case that needs `peer`. Where the peer's toolchain is missing,
+ * the case fails in CI (so a green CI means every peer ran) and elsewhere is
+ * skipped, with the reason in its title.
+ */
+function peerTest(peer: PeerName, title: string, body: (t: ExecutionContext) => Promise<void>): void {
+  const why = missing[peer]
+  if (why === undefined) {
+    test.serial(title, async (t) => {
+      const failed = unbuilt[peer]
+      if (failed !== undefined) return t.fail(`the ${peer} peer did not build: ${failed}`)
+      await body(t)
+    })
+  } else if (process.env.CI === 'true') {
+    test.serial(title, (t) => t.fail(`the ${peer} peer cannot run here: ${why}`))
+  } else {
+    test.skip(`${title} [${peer} peer not run: ${why}]`, () => undefined)
+  }
+}
+
+function peerCommand(peer: PeerName): [string, string[]] {
+  switch (peer) {
+    case 'python':
+      return ['python3', [join(INTEROP, 'python', 'peer.py')]]
+    case 'go':
+      return [join(BIN, 'go-peer'), []]
+    default:
+      return [join(BIN, 'c-peer'), []]
+  }
+}
+
+/** What Go's `unix.Sendmsg` and `syscall.Sendmsg` put on the wire for a message with descriptors and no payload. */
+function goHiddenByte(type: SocketType): Buffer {
+  return type === 'dgram' ? Buffer.alloc(0) : Buffer.from([0])
+}
+
+interface Library {
+  peer: PeerName
+  /** The library's name on the peer's command line. */
+  name: string
+  title: string
+  /** One descriptor per message (else all three in one). */
+  onePerMessage: boolean
+  /** The second resource is a connected TCP socket (conduit's TransferConn/ReceiveConn), not a listener. */
+  passesConnection: boolean
+  /**
+   * The data fdpass receives with a message from the peer carrying `count`
+   * descriptors, given the payload the peer gave the library (hex; null where
+   * the library takes none).
+   */
+  arrives(given: string | null, type: SocketType, count: number): Buffer
+  /** The data fdpass sends the peer's receiver with a message carrying descriptors with these `names`. */
+  toSend(names: readonly string[], type: SocketType): Buffer
+  /** The library hands the payload it read to its caller (then the peer reports it, else it reports null). */
+  exposesPayload: boolean
+}
+
+const given = (payload: string | null): Buffer => Buffer.from(payload ?? '', 'hex')
+const namesJoined = (names: readonly string[]): Buffer => Buffer.from(names.join(','))
+
+const LIBRARIES: readonly Library[] = [
+  {
+    peer: 'python',
+    name: 'socket',
+    title: 'Python socket.send_fds / socket.recv_fds',
+    onePerMessage: false,
+    passesConnection: false,
+    arrives: given,
+    toSend: namesJoined,
+    exposesPayload: true,
+  },
+  {
+    peer: 'python',
+    name: 'multiprocessing',
+    title: 'Python multiprocessing.reduction.sendfds / recvfds',
+    onePerMessage: false,
+    passesConnection: false,
+    // One data byte: the descriptor count modulo 256, checked by recvfds.
+    arrives: (_given, _type, count) => Buffer.from([count % 256]),
+    toSend: (names) => Buffer.from([names.length % 256]),
+    exposesPayload: false,
+  },
+  {
+    peer: 'go',
+    name: 'ftrvxmtrx',
+    title: 'Go github.com/ftrvxmtrx/fd Put / Get',
+    onePerMessage: false,
+    passesConnection: false,
+    arrives: (_given, type) => goHiddenByte(type),
+    toSend: (_names, type) => goHiddenByte(type),
+    exposesPayload: false,
+  },
+  {
+    peer: 'go',
+    name: 'conduit',
+    title: 'Go toolman.org/net/conduit TransferFD / ReceiveFD, TransferConn / ReceiveConn (x/sys/unix)',
+    onePerMessage: true,
+    passesConnection: true,
+    arrives: (_given, type) => goHiddenByte(type),
+    toSend: (_names, type) => goHiddenByte(type),
+    exposesPayload: false,
+  },
+  {
+    peer: 'go',
+    name: 'devlights',
+    title: 'Go github.com/devlights/fdpassing Send / Recv (x/sys/unix)',
+    onePerMessage: true,
+    passesConnection: false,
+    // Its own one-byte payload, on every socket type.
+    arrives: () => Buffer.from([0]),
+    toSend: () => Buffer.from([0]),
+    exposesPayload: true,
+  },
+  {
+    peer: 'go',
+    name: 'runc',
+    title: 'Go golang.org/x/sys/unix as runc SendFile / RecvFile (the name as payload)',
+    onePerMessage: true,
+    passesConnection: false,
+    arrives: given,
+    toSend: (names) => Buffer.from(names[0] ?? ''),
+    exposesPayload: true,
+  },
+  {
+    peer: 'c',
+    name: 'sendmsg',
+    title: 'C sendmsg / recvmsg',
+    onePerMessage: false,
+    passesConnection: false,
+    arrives: given,
+    toSend: namesJoined,
+    exposesPayload: true,
+  },
+]
+
+const TYPES: readonly SocketType[] = ['stream', 'seqpacket', 'dgram']
+
+/** Bounds every wait on a peer, so that a peer that stops answering fails its case instead of hanging the suite. */
+const PATIENCE_MS = 30_000
+
+let tempCounter = 0
+function tempFile(content: string): string {
+  tempCounter += 1
+  const path = join(tmpdir(), `fdpass-${process.pid}-interop-${tempCounter}.txt`)
+  writeFileSync(path, content)
+  return path
+}
+
+function readAll(stream: NodeJS.ReadableStream): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let text = ''
+    stream.on('data', (chunk: Buffer) => (text += chunk.toString()))
+    stream.on('end', () => resolve(text))
+    stream.on('error', reject)
+  })
+}
+
+/** A pipe (a fifo, as Node has no pipe()): its write end's number, and the text its read end gets until EOF. */
+function pipe(): { writeFd: number; written: Promise<string> } {
+  tempCounter += 1
+  const path = join(tmpdir(), `fdpass-${process.pid}-interop-${tempCounter}.fifo`)
+  execFileSync('mkfifo', [path])
+  try {
+    const readFd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK)
+    const writeFd = openSync(path, constants.O_WRONLY)
+    return { writeFd, written: readAll(new net.Socket({ fd: readFd, readable: true, writable: false })) }
+  } finally {
+    rmSync(path)
+  }
+}
+
+/** The first line of a TCP connection to `port`. */
+async function greeting(port: number): Promise<string> {
+  return readAll(net.connect(port, '127.0.0.1'))
+}
+
+interface Reached {
+  channel: Channel
+  peer: Process
+  cleanup(): void
+}
+
+/**
+ * Starts `command` as the other end of a raw-framing channel of `type`: over
+ * a path for stream and seqpacket (the peer connects to fdpass, or listens and
+ * fdpass connects, as unrelated processes do), and as an inherited socket
+ * pair for dgram.
+ */
+async function reach(
+  t: ExecutionContext,
+  [command, prefix]: [string, string[]],
+  args: readonly string[],
+  type: SocketType,
+  peerListens: boolean,
+  tail: readonly string[] = [],
+  framing: 'raw' | 'framed' = 'raw',
+): Promise<Reached> {
+  const stdio = ['ignore', 'pipe', 'pipe'] as const
+  if (type === 'dgram') {
+    const { child, channel } = spawnWithChannel(command, [...prefix, ...args, type, 'fd:3', ...tail], { type, framing, stdio: [...stdio] })
+    const peer = new Process(child)
+    t.teardown(() => child.kill('SIGKILL'))
+    return { channel, peer, cleanup: () => undefined }
+  }
+  const path = socketPath('interop')
+  if (peerListens) {
+    const peer = new Process(spawn(command, [...prefix, ...args, type, `listen:${path}`, ...tail], { stdio: [...stdio] }))
+    t.teardown(() => peer.child.kill('SIGKILL'))
+    await peer.line((l) => l.listening === true)
+    const channel = await connect({ path, type, framing })
+    return { channel, peer, cleanup: () => rmSync(path, { force: true }) }
+  }
+  const server = listen({ path, type, framing })
+  const peer = new Process(spawn(command, [...prefix, ...args, type, `connect:${path}`, ...tail], { stdio: [...stdio] }))
+  t.teardown(() => peer.child.kill('SIGKILL'))
+  const accepted = once(server, 'connection', { signal: AbortSignal.timeout(PATIENCE_MS) })
+  const [channel] = (await Promise.race([accepted, peer.line(() => false)])) as [Channel]
+  server.close()
+  return { channel, peer, cleanup: () => undefined }
+}
+
+const recvOptions = (extra: { maxFds?: number } = {}): { signal: AbortSignal; maxFds?: number } => ({ signal: AbortSignal.timeout(PATIENCE_MS), ...extra })
+
+/** The peer passes a file, a TCP listener (or connection) and a pipe; fdpass takes them and uses each. */
+async function peerSends(t: ExecutionContext, library: Library, type: SocketType): Promise<void> {
+  const before = fdCount()
+  const token = `${library.name} over ${type}, ${Math.random().toString(36).slice(2)}`
+  const path = tempFile(`file content: ${token}`)
+  const { channel, peer, cleanup } = await reach(t, peerCommand(library.peer), [library.name, 'send'], type, false, [path])
+
+  const messages: Message[] = []
+  for (let count = 0; count < 3; count += messages.at(-1)?.fds.length ?? 0) messages.push(await channel.recv(recvOptions()))
+  t.deepEqual(
+    messages.map((m) => m.fds.length),
+    library.onePerMessage ? [1, 1, 1] : [3],
+  )
+  const fds = messages.flatMap((m) => m.fds)
+  t.deepEqual(
+    fds.map((fd) => fd.kind),
+    ['file', library.passesConnection ? 'tcp' : 'tcp-listener', 'fifo'],
+  )
+  t.deepEqual(openAfterExec([channel.fd, ...fds.map((fd) => fd.fd)]), [], 'close-on-exec on every received descriptor and the channel')
+
+  const [file, second, pipeEnd] = fds as [(typeof fds)[0], (typeof fds)[0], (typeof fds)[0]]
+  t.is(readFileSync(file.fd, 'utf8'), `file content: ${token}`, 'the received file reads as the file the peer opened')
+  file.close()
+  let port: number | undefined
+  let connectionClosed: Promise<unknown> = Promise.resolve()
+  if (library.passesConnection) {
+    const socket = second.toSocket()
+    connectionClosed = once(socket, 'close')
+    socket.end(`fdpass wrote the connection: ${token}`)
+  } else {
+    const server = second.toServer((socket) => socket.end('fdpass accepted on the received listener\n'))
+    port = (server.address() as net.AddressInfo).port
+    t.is(await greeting(port), 'fdpass accepted on the received listener\n')
+    await new Promise((resolve) => server.close(resolve))
+  }
+  writeSync(pipeEnd.fd, `fdpass wrote the pipe: ${token}`)
+  pipeEnd.close()
+
+  const report = await peer.line((l) => 'pipe' in l)
+  t.is(await peer.exited, 0, peer.stderr)
+  t.is(report.pipe, `fdpass wrote the pipe: ${token}`, 'the peer read what fdpass wrote to the pipe it passed')
+  if (port !== undefined) t.is(report.port, port, 'the listener is the one the peer bound')
+  if (library.passesConnection) t.is(report.connection, `fdpass wrote the connection: ${token}`)
+  await connectionClosed
+  const payloads = report.payloads as (string | null)[]
+  t.is(payloads.length, messages.length)
+  messages.forEach((message, i) => {
+    t.deepEqual(message.data, library.arrives(payloads[i] ?? null, type, message.fds.length), `the data of message ${i}`)
+  })
+  channel.close()
+  cleanup()
+  rmSync(path)
+  t.is(await settledFdCount(before), before, 'this process ends at its descriptor baseline')
+}
+
+/** fdpass passes a file, a TCP listener (or connection) and a pipe; the peer takes them and uses each. */
+async function peerReceives(t: ExecutionContext, library: Library, type: SocketType): Promise<void> {
+  const before = fdCount()
+  const token = `${library.name} over ${type}, ${Math.random().toString(36).slice(2)}`
+  const path = tempFile(`file content: ${token}`)
+  const file = openSync(path, 'r')
+  const { writeFd, written } = pipe()
+
+  let second: Descriptor
+  let answer: Promise<string> | undefined
+  let port = 0
+  if (library.passesConnection) {
+    const server = net.createServer().listen(0, '127.0.0.1')
+    await once(server, 'listening')
+    const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1')
+    const [accepted] = (await once(server, 'connection')) as [net.Socket]
+    server.close()
+    answer = readAll(client)
+    second = accepted
+  } else {
+    const server = net.createServer().listen(0, '127.0.0.1')
+    await once(server, 'listening')
+    port = (server.address() as net.AddressInfo).port
+    second = server
+  }
+
+  const { channel, peer, cleanup } = await reach(t, peerCommand(library.peer), [library.name, 'recv'], type, true)
+  t.deepEqual(openAfterExec([channel.fd]), [], 'close-on-exec on the channel')
+  const names = ['file', library.passesConnection ? 'connection' : 'listener', 'pipe']
+  const holders = [file, second, writeFd]
+  const sent: Buffer[] = []
+  const batches = library.onePerMessage ? holders.map((_, i) => [i]) : [[0, 1, 2]]
+  for (const batch of batches) {
+    const data = library.toSend(
+      batch.map((i) => names[i] as string),
+      type,
+    )
+    sent.push(data)
+    // move: this side's copies go once the kernel has them, so EOF and accepts happen over there.
+    await channel.send({ data, fds: batch.map((i) => holders[i] as Descriptor), move: true })
+  }
+  answer ??= greeting(port)
+  t.regex(await answer, library.passesConnection ? /answered on the received connection\n$/ : /accepted on the received listener\n$/)
+  t.regex(await written, /wrote the received pipe$/)
+
+  const report = await peer.line((l) => 'file' in l)
+  t.is(await peer.exited, 0, peer.stderr)
+  t.is(report.file, `file content: ${token}`, 'the peer read the file fdpass passed')
+  t.deepEqual(
+    report.payloads,
+    sent.map((data) => (library.exposesPayload ? data.toString('hex') : null)),
+    'the payloads the peer read are those fdpass sent',
+  )
+  channel.close()
+  cleanup()
+  rmSync(path)
+  t.is(await settledFdCount(before), before, 'this process ends at its descriptor baseline')
+}
+
+for (const library of LIBRARIES) {
+  for (const type of TYPES) {
+    peerTest(library.peer, `${library.title} → fdpass, ${type}`, (t) => peerSends(t, library, type))
+    peerTest(library.peer, `fdpass → ${library.title}, ${type}`, (t) => peerReceives(t, library, type))
+  }
+}

@@ -13,7 +13,7 @@ import { adoptFd } from 'fdpass'
 import { listenFds } from 'fdpass/activation'
 import { offerListeners, takeListeners } from 'fdpass/handoff'
 
-import { fdCount, Process, settledFdCount, until } from './helpers'
+import { fdCount, freePort, Process, settledFdCount, until } from './helpers'
 
 const EXAMPLE = join(__dirname, '..', '..', 'examples', 'zero-downtime')
 const PEER = join(__dirname, 'peers', 'handoff-peer.js')
@@ -277,10 +277,7 @@ test.serial('every kind of listener is taken over; the old process closes its co
 
 test('systemd socket activation: the first process takes the socket from systemd-socket-activate, close-on-exec and unset, then hands it over', async (t) => {
   const control = controlPath(t)
-  const probe = net.createServer().listen(0, '127.0.0.1')
-  await once(probe, 'listening')
-  const port = (probe.address() as net.AddressInfo).port
-  await new Promise((resolve) => probe.close(resolve))
+  const port = await freePort()
 
   const activator = new Process(
     spawn('systemd-socket-activate', ['-l', `127.0.0.1:${port}`, '--fdname=http', process.execPath, PEER, 'activated', control], { stdio: ['ignore', 'pipe', 'pipe'] }),

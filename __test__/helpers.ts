@@ -1,5 +1,8 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import * as dgram from 'node:dgram'
+import { once } from 'node:events'
 import { readdirSync, readFileSync } from 'node:fs'
+import * as net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
@@ -30,6 +33,22 @@ export function threadCount(): number {
     .split('\n')
     .find((l) => l.startsWith('Threads:'))
   return Number(line?.split(/\s+/)[1])
+}
+
+/** A loopback TCP or UDP port that was free a moment ago, for programs that bind it themselves. */
+export async function freePort(protocol: 'tcp' | 'udp' = 'tcp'): Promise<number> {
+  if (protocol === 'udp') {
+    const probe = dgram.createSocket('udp4')
+    await new Promise<void>((resolve) => probe.bind(0, '127.0.0.1', resolve))
+    const { port } = probe.address()
+    await new Promise<void>((resolve) => probe.close(resolve))
+    return port
+  }
+  const probe = net.createServer().listen(0, '127.0.0.1')
+  await once(probe, 'listening')
+  const { port } = probe.address() as net.AddressInfo
+  await new Promise((resolve) => probe.close(resolve))
+  return port
 }
 
 let counter = 0

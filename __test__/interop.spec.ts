@@ -4,16 +4,17 @@
 // with this process at its descriptor baseline.
 import { execFileSync, spawn, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
+import * as dgram from 'node:dgram'
 import { constants, mkdirSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs'
 import * as net from 'node:net'
-import { tmpdir } from 'node:os'
+import { constants as osConstants, tmpdir } from 'node:os'
 import { join } from 'node:path'
 
 import test, { type ExecutionContext } from 'ava'
 
-import { connect, listen, spawnWithChannel, type Channel, type Descriptor, type Message, type SocketType } from 'fdpass'
+import { connect, limits, listen, spawnWithChannel, type Channel, type Descriptor, type Message, type SocketType } from 'fdpass'
 
-import { fdCount, openAfterExec, Process, settledFdCount, socketPath } from './helpers'
+import { fdCount, freePort, openAfterExec, Process, settledFdCount, socketPath } from './helpers'
 
 const ROOT = join(__dirname, '..', '..')
 const INTEROP = join(ROOT, 'interop')
@@ -238,43 +239,54 @@ interface Reached {
   cleanup(): void
 }
 
+interface ReachOptions {
+  type: SocketType
+  /** The peer listens and fdpass connects (else the other way round); stream and seqpacket only. */
+  peerListens?: boolean
+  /** Arguments after the endpoint. */
+  tail?: readonly string[]
+  framing?: 'raw' | 'framed'
+  /** The fdpass listener refuses descriptors in the kernel (SO_PASSRIGHTS). */
+  refuseFds?: boolean
+}
+
 /**
- * Starts `command` as the other end of a raw-framing channel of `type`: over
- * a path for stream and seqpacket (the peer connects to fdpass, or listens and
- * fdpass connects, as unrelated processes do), and as an inherited socket
- * pair for dgram.
+ * Starts `command` as the other end of a channel of `type` (raw framing
+ * unless asked): over a path for stream and seqpacket (the peer connects to
+ * fdpass, or listens and fdpass connects, as unrelated processes do), and as
+ * an inherited socket pair for dgram. The peer's arguments are `args`, the
+ * type, the endpoint, then `tail`.
  */
-async function reach(
-  t: ExecutionContext,
-  [command, prefix]: [string, string[]],
-  args: readonly string[],
-  type: SocketType,
-  peerListens: boolean,
-  tail: readonly string[] = [],
-  framing: 'raw' | 'framed' = 'raw',
-): Promise<Reached> {
+async function reach(t: ExecutionContext, [command, prefix]: [string, string[]], args: readonly string[], options: ReachOptions): Promise<Reached> {
+  const { type, peerListens = false, tail = [], framing = 'raw', refuseFds = false } = options
   const stdio = ['ignore', 'pipe', 'pipe'] as const
+  const start = (endpoint: string): Process => {
+    const peer = new Process(spawn(command, [...prefix, ...args, type, endpoint, ...tail], { stdio: [...stdio] }))
+    t.teardown(() => peer.child.kill('SIGKILL'))
+    return peer
+  }
   if (type === 'dgram') {
     const { child, channel } = spawnWithChannel(command, [...prefix, ...args, type, 'fd:3', ...tail], { type, framing, stdio: [...stdio] })
-    const peer = new Process(child)
     t.teardown(() => child.kill('SIGKILL'))
-    return { channel, peer, cleanup: () => undefined }
+    return { channel, peer: new Process(child), cleanup: () => undefined }
   }
   const path = socketPath('interop')
   if (peerListens) {
-    const peer = new Process(spawn(command, [...prefix, ...args, type, `listen:${path}`, ...tail], { stdio: [...stdio] }))
-    t.teardown(() => peer.child.kill('SIGKILL'))
+    const peer = start(`listen:${path}`)
     await peer.line((l) => l.listening === true)
     const channel = await connect({ path, type, framing })
     return { channel, peer, cleanup: () => rmSync(path, { force: true }) }
   }
-  const server = listen({ path, type, framing })
-  const peer = new Process(spawn(command, [...prefix, ...args, type, `connect:${path}`, ...tail], { stdio: [...stdio] }))
-  t.teardown(() => peer.child.kill('SIGKILL'))
-  const accepted = once(server, 'connection', { signal: AbortSignal.timeout(PATIENCE_MS) })
-  const [channel] = (await Promise.race([accepted, peer.line(() => false)])) as [Channel]
-  server.close()
-  return { channel, peer, cleanup: () => undefined }
+  const server = listen({ path, type, framing, refuseFds })
+  const peer = start(`connect:${path}`)
+  try {
+    const accepted = once(server, 'connection', { signal: AbortSignal.timeout(PATIENCE_MS) })
+    // A peer that ends without connecting fails here, with its stderr.
+    const [channel] = (await Promise.race([accepted, peer.line(() => false)])) as [Channel]
+    return { channel, peer, cleanup: () => undefined }
+  } finally {
+    server.close()
+  }
 }
 
 const recvOptions = (extra: { maxFds?: number } = {}): { signal: AbortSignal; maxFds?: number } => ({ signal: AbortSignal.timeout(PATIENCE_MS), ...extra })
@@ -284,7 +296,7 @@ async function peerSends(t: ExecutionContext, library: Library, type: SocketType
   const before = fdCount()
   const token = `${library.name} over ${type}, ${Math.random().toString(36).slice(2)}`
   const path = tempFile(`file content: ${token}`)
-  const { channel, peer, cleanup } = await reach(t, peerCommand(library.peer), [library.name, 'send'], type, false, [path])
+  const { channel, peer, cleanup } = await reach(t, peerCommand(library.peer), [library.name, 'send'], { type, tail: [path] })
 
   const messages: Message[] = []
   for (let count = 0; count < 3; count += messages.at(-1)?.fds.length ?? 0) messages.push(await channel.recv(recvOptions()))
@@ -360,7 +372,7 @@ async function peerReceives(t: ExecutionContext, library: Library, type: SocketT
     second = server
   }
 
-  const { channel, peer, cleanup } = await reach(t, peerCommand(library.peer), [library.name, 'recv'], type, true)
+  const { channel, peer, cleanup } = await reach(t, peerCommand(library.peer), [library.name, 'recv'], { type, peerListens: true })
   t.deepEqual(openAfterExec([channel.fd]), [], 'close-on-exec on the channel')
   const names = ['file', library.passesConnection ? 'connection' : 'listener', 'pipe']
   const holders = [file, second, writeFd]
@@ -399,3 +411,203 @@ for (const library of LIBRARIES) {
     peerTest(library.peer, `fdpass → ${library.title}, ${type}`, (t) => peerReceives(t, library, type))
   }
 }
+
+// A hostile C peer. Each case ends with a typed error (or the kernel's
+// refusal) on the fdpass side, nothing leaked, and the channel going on: the
+// peer's next message, "after", arrives whole and without descriptors.
+
+/** Runs hostile `peerCase` against fdpass, `receive` being what fdpass does with it; returns the peer's report. */
+async function hostile(
+  t: ExecutionContext,
+  peerCase: string,
+  options: ReachOptions,
+  receive: (channel: Channel) => Promise<void>,
+): Promise<Record<string, unknown>> {
+  const before = fdCount()
+  const { channel, peer, cleanup } = await reach(t, peerCommand('c'), ['hostile', peerCase], options)
+  await receive(channel)
+  const after = await channel.recv(recvOptions())
+  t.is(after.data.toString(), 'after', 'the channel goes on with the next message')
+  t.is(after.fds.length, 0)
+  const report = await peer.line(() => true)
+  t.is(await peer.exited, 0, peer.stderr)
+  channel.close()
+  cleanup()
+  t.is(await settledFdCount(before), before, 'this process ends at its descriptor baseline')
+  return report
+}
+
+for (const type of TYPES) {
+  peerTest('c', `hostile C: more descriptors than the receive allows (4, maxFds 2) → ERR_FDPASS_TOO_MANY_FDS, all closed, ${type}`, async (t) => {
+    const report = await hostile(t, 'many:4', { type }, async (channel) => {
+      await t.throwsAsync(channel.recv(recvOptions({ maxFds: 2 })), { code: 'ERR_FDPASS_TOO_MANY_FDS' })
+    })
+    t.is(report.sent, 4)
+  })
+
+  peerTest('c', `hostile C: more descriptors than the control buffer holds (253, maxFds 2) → ERR_FDPASS_CONTROL_TRUNCATED, all closed, ${type}`, async (t) => {
+    const report = await hostile(t, `many:${limits.maxFdsPerMessage}`, { type }, async (channel) => {
+      await t.throwsAsync(channel.recv(recvOptions({ maxFds: 2 })), { code: 'ERR_FDPASS_CONTROL_TRUNCATED' })
+    })
+    t.is(report.sent, limits.maxFdsPerMessage)
+  })
+
+  peerTest('c', `hostile C: descriptors to a receive that asked for none (maxFds 0) → ERR_FDPASS_TOO_MANY_FDS, closed, ${type}`, async (t) => {
+    const report = await hostile(t, 'unasked', { type }, async (channel) => {
+      await t.throwsAsync(channel.recv(recvOptions({ maxFds: 0 })), { code: 'ERR_FDPASS_TOO_MANY_FDS' })
+    })
+    t.is(report.errno, 0, 'the kernel took them; fdpass closed them')
+  })
+
+  peerTest('c', `hostile C: a receiver whose control buffer is too small on purpose loses descriptors there, none here, ${type}`, async (t) => {
+    const report = await hostile(t, 'small-control', { type }, async (channel) => {
+      const fds = Array.from({ length: 5 }, () => openSync('/dev/null', 'r'))
+      await channel.send({ data: 'five', fds, move: true })
+    })
+    t.true(report.ctrunc, 'the peer saw MSG_CTRUNC')
+    t.true((report.arrived as number) < 5, `only ${String(report.arrived)} of 5 reached the peer`)
+    t.is(report.payload, 'five')
+  })
+}
+
+for (const type of ['stream', 'seqpacket'] as const) {
+  peerTest('c', `hostile C: descriptors to a listener that refuses them (refuseFds) → the peer's sendmsg fails, nothing arrives, ${type}`, async (t) => {
+    if (!limits.canRefuseFds) {
+      t.throws(() => listen({ path: socketPath('refuse'), type, refuseFds: true }), { code: 'ERR_FDPASS_UNSUPPORTED' })
+      return
+    }
+    const report = await hostile(t, 'unasked', { type, refuseFds: true }, async () => undefined)
+    t.is(report.errno, osConstants.errno.EPERM, `the kernel refused the descriptors: ${String(report.error)}`)
+  })
+}
+
+for (const type of ['seqpacket', 'dgram'] as const) {
+  peerTest('c', `hostile C: descriptors with a zero-length payload arrive as an empty message in raw mode, ${type}`, async (t) => {
+    await hostile(t, 'empty', { type }, async (channel) => {
+      const message = await channel.recv(recvOptions())
+      t.is(message.data.length, 0)
+      t.deepEqual(
+        message.fds.map((fd) => fd.kind),
+        ['char-device', 'char-device'],
+      )
+      t.deepEqual(openAfterExec(message.fds.map((fd) => fd.fd)), [], 'close-on-exec')
+      for (const fd of message.fds) fd.close()
+    })
+  })
+}
+
+peerTest('c', 'hostile C: descriptors with a zero-length payload on a framed dgram channel → ERR_FDPASS_PROTOCOL, closed', async (t) => {
+  const before = fdCount()
+  const { channel, peer } = await reach(t, peerCommand('c'), ['hostile', 'empty'], { type: 'dgram', framing: 'framed' })
+  await t.throwsAsync(channel.recv(recvOptions()), { code: 'ERR_FDPASS_PROTOCOL' })
+  // "after" is no frame either: on a datagram socket each is dropped alone.
+  await t.throwsAsync(channel.recv(recvOptions()), { code: 'ERR_FDPASS_PROTOCOL' })
+  await peer.line(() => true)
+  t.is(await peer.exited, 0, peer.stderr)
+  channel.close()
+  t.is(await settledFdCount(before), before, 'this process ends at its descriptor baseline')
+})
+
+// systemd: systemd-socket-activate binds the sockets and starts a Node program
+// (interop/systemd/relay.js) on the first connection or datagram; the program
+// takes them with fdpass/activation and passes them on with fdpass.
+
+const RELAY = join(INTEROP, 'systemd', 'relay.js')
+
+/** Starts the relay under systemd-socket-activate with `activatorArgs`, and the fdpass server it relays to. */
+function activate(t: ExecutionContext, activatorArgs: readonly string[]): { relay: Process; server: ReturnType<typeof listen> } {
+  const path = socketPath('relay')
+  const server = listen(path)
+  const relay = new Process(spawn('systemd-socket-activate', [...activatorArgs, process.execPath, RELAY, path], { stdio: ['ignore', 'pipe', 'pipe'] }))
+  t.teardown(() => {
+    relay.child.kill('SIGKILL')
+    server.close()
+  })
+  return { relay, server }
+}
+
+/** Receives the relay's messages, one per name, checking close-on-exec; then tells the relay it has them. */
+async function relayed(t: ExecutionContext, channel: Channel, count: number): Promise<Message[]> {
+  const messages: Message[] = []
+  while (messages.length < count) messages.push(await channel.recv(recvOptions()))
+  t.deepEqual(openAfterExec(messages.flatMap((m) => m.fds.map((fd) => fd.fd))), [], 'close-on-exec on every received descriptor')
+  await channel.send({ data: 'have them' })
+  return messages
+}
+
+peerTest('systemd', 'systemd-socket-activate → Node (fdpass/activation) → fdpass: a TCP and a Unix listener, by name; the first connection is served here', async (t) => {
+  const before = fdCount()
+  const port = await freePort()
+  const adminPath = socketPath('admin')
+  const { relay, server } = activate(t, ['-l', `127.0.0.1:${port}`, '-l', adminPath, '--fdname=web:admin'])
+  // systemd-socket-activate binds at once and starts the program on the first connection,
+  // which waits in the listener's backlog for whoever accepts on it.
+  let first: net.Socket | undefined
+  while (first === undefined) {
+    const socket = net.connect(port, '127.0.0.1')
+    try {
+      await once(socket, 'connect')
+      first = socket
+    } catch {
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+  }
+  const firstAnswer = readAll(first)
+  const [channel] = (await Promise.race([once(server, 'connection'), relay.line(() => false)])) as [Channel]
+  server.close()
+  const messages = await relayed(t, channel, 2)
+  t.deepEqual(
+    messages.map((m) => [m.data.toString(), m.fds.map((fd) => fd.kind)]),
+    [
+      ['web', ['tcp-listener']],
+      ['admin', ['unix-stream-listener']],
+    ],
+  )
+  const web = (messages[0] as Message).fds[0]?.toServer((socket) => socket.end('fdpass serves web\n'))
+  const admin = (messages[1] as Message).fds[0]?.toServer((socket) => socket.end('fdpass serves admin\n'))
+  t.is(await firstAnswer, 'fdpass serves web\n', 'the connection that started the relay is accepted here')
+  t.is(await readAll(net.connect(adminPath)), 'fdpass serves admin\n')
+
+  const report = await relay.line((l) => 'relayed' in l)
+  t.is(await relay.exited, 0, relay.stderr)
+  t.deepEqual(report, { relayed: ['web', 'admin'], answer: 'have them' })
+  channel.close()
+  await Promise.all([web, admin].map((s) => new Promise((resolve) => s?.close(resolve))))
+  rmSync(adminPath, { force: true })
+  t.is(await settledFdCount(before), before, 'this process ends at its descriptor baseline')
+})
+
+peerTest('systemd', 'systemd-socket-activate → Node (fdpass/activation) → fdpass: a UDP socket, with the datagram that started the relay still in it', async (t) => {
+  const before = fdCount()
+  const port = await freePort('udp')
+  const { relay, server } = activate(t, ['--datagram', '-l', `127.0.0.1:${port}`, '--fdname=metrics'])
+  // A datagram to a port nobody has bound yet is dropped, so send until the relay connects.
+  const sender = dgram.createSocket('udp4')
+  const connected = Promise.race([once(server, 'connection'), relay.line(() => false)])
+  let done = false
+  void connected.finally(() => (done = true))
+  while (!done) {
+    sender.send('started by this datagram', port, '127.0.0.1')
+    await Promise.race([connected, new Promise((resolve) => setTimeout(resolve, 50))])
+  }
+  const [channel] = (await connected) as [Channel]
+  server.close()
+  const [message] = await relayed(t, channel, 1)
+  t.is(message?.data.toString(), 'metrics')
+  t.deepEqual(
+    message?.fds.map((fd) => fd.kind),
+    ['udp'],
+  )
+  const socket = message?.fds[0]?.toDgram() as dgram.Socket
+  const [datagram] = (await once(socket, 'message')) as [Buffer]
+  t.is(datagram.toString(), 'started by this datagram')
+  t.is(socket.address().port, port)
+
+  const report = await relay.line((l) => 'relayed' in l)
+  t.is(await relay.exited, 0, relay.stderr)
+  t.deepEqual(report, { relayed: ['metrics'], answer: 'have them' })
+  channel.close()
+  await new Promise<void>((resolve) => socket.close(resolve))
+  await new Promise<void>((resolve) => sender.close(resolve))
+  t.is(await settledFdCount(before), before, 'this process ends at its descriptor baseline')
+})

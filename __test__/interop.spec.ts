@@ -112,6 +112,8 @@ interface Library {
   toSend(names: readonly string[], type: SocketType): Buffer
   /** The library hands the payload it read to its caller (then the peer reports it, else it reports null). */
   exposesPayload: boolean
+  /** The library's receive makes descriptors close-on-exec (documented in PROTOCOL.md; a peer that does not leaks them into what it execs). */
+  receivesCloexec: boolean
 }
 
 const given = (payload: string | null): Buffer => Buffer.from(payload ?? '', 'hex')
@@ -127,6 +129,7 @@ const LIBRARIES: readonly Library[] = [
     arrives: given,
     toSend: namesJoined,
     exposesPayload: true,
+    receivesCloexec: false,
   },
   {
     peer: 'python',
@@ -138,6 +141,7 @@ const LIBRARIES: readonly Library[] = [
     arrives: (_given, _type, count) => Buffer.from([count % 256]),
     toSend: (names) => Buffer.from([names.length % 256]),
     exposesPayload: false,
+    receivesCloexec: false,
   },
   {
     peer: 'go',
@@ -148,6 +152,7 @@ const LIBRARIES: readonly Library[] = [
     arrives: (_given, type) => goHiddenByte(type),
     toSend: (_names, type) => goHiddenByte(type),
     exposesPayload: false,
+    receivesCloexec: false,
   },
   {
     peer: 'go',
@@ -158,6 +163,7 @@ const LIBRARIES: readonly Library[] = [
     arrives: (_given, type) => goHiddenByte(type),
     toSend: (_names, type) => goHiddenByte(type),
     exposesPayload: false,
+    receivesCloexec: false,
   },
   {
     peer: 'go',
@@ -169,6 +175,7 @@ const LIBRARIES: readonly Library[] = [
     arrives: () => Buffer.from([0]),
     toSend: () => Buffer.from([0]),
     exposesPayload: true,
+    receivesCloexec: true,
   },
   {
     peer: 'go',
@@ -179,6 +186,7 @@ const LIBRARIES: readonly Library[] = [
     arrives: given,
     toSend: (names) => Buffer.from(names[0] ?? ''),
     exposesPayload: true,
+    receivesCloexec: true,
   },
   {
     peer: 'c',
@@ -189,6 +197,7 @@ const LIBRARIES: readonly Library[] = [
     arrives: given,
     toSend: namesJoined,
     exposesPayload: true,
+    receivesCloexec: true,
   },
 ]
 
@@ -399,6 +408,7 @@ async function peerReceives(t: ExecutionContext, library: Library, type: SocketT
     sent.map((data) => (library.exposesPayload ? data.toString('hex') : null)),
     'the payloads the peer read are those fdpass sent',
   )
+  t.deepEqual(report.cloexec, Array.from({ length: 3 }, () => library.receivesCloexec), 'close-on-exec as the library sets it (PROTOCOL.md)')
   channel.close()
   cleanup()
   rmSync(path)

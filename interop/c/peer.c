@@ -232,6 +232,8 @@ static void do_recv(int sock) {
     fprintf(stderr, "c peer: expected 3 descriptors, got %zu (flags %#x)\n", count, (unsigned)flags);
     exit(1);
   }
+  int cloexec[3];
+  for (size_t i = 0; i < 3; i++) cloexec[i] = (fcntl(fds[i], F_GETFD) & FD_CLOEXEC) != 0;
   /* O_NONBLOCK travels with the open file: what Node used comes
    * non-blocking (libuv sets it), and this receiver reads and accepts
    * blocking. */
@@ -253,7 +255,7 @@ static void do_recv(int sock) {
   json_string(content, n);
   printf(",\"payloads\":[");
   json_hex(data, (size_t)got);
-  printf("]}\n");
+  printf("],\"cloexec\":[%s,%s,%s]}\n", cloexec[0] ? "true" : "false", cloexec[1] ? "true" : "false", cloexec[2] ? "true" : "false");
 }
 
 static void send_after(int sock) {

@@ -16,7 +16,8 @@
 // wrote there.
 // recv: receives the three, reads the file, answers one connection on the
 // listener (conduit: writes to the received connection), writes the pipe,
-// and reports the file's content and the payloads that came with them.
+// and reports the file's content, the payloads that came with them, and
+// whether the library made each descriptor close-on-exec.
 package main
 
 import (
@@ -28,6 +29,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // A library passes descriptors the way one Go package does it.
@@ -221,6 +224,15 @@ func recv(lib library, conn *net.UnixConn) error {
 	if len(files) != 3 {
 		return fmt.Errorf("received %d descriptors, expected 3", len(files))
 	}
+	// Whether the library set close-on-exec, before anything else touches them.
+	cloexec := make([]bool, len(files))
+	for i, f := range files {
+		flags, err := unix.FcntlInt(f.Fd(), unix.F_GETFD, 0)
+		if err != nil {
+			return err
+		}
+		cloexec[i] = flags&unix.FD_CLOEXEC != 0
+	}
 	content, err := io.ReadAll(files[0])
 	if err != nil {
 		return fmt.Errorf("reading the received file: %w", err)
@@ -254,6 +266,6 @@ func recv(lib library, conn *net.UnixConn) error {
 	if _, err := files[2].Write([]byte("go wrote the received pipe")); err != nil {
 		return err
 	}
-	report(map[string]any{"file": string(content), "payloads": hexes(payloads)})
+	report(map[string]any{"file": string(content), "payloads": hexes(payloads), "cloexec": cloexec})
 	return nil
 }

@@ -12,7 +12,8 @@ send: opens <file>, a TCP listener on 127.0.0.1 and a pipe, passes all three
 in one message, then reads the pipe's other end to EOF and reports what the
 fdpass side wrote there. recv: receives the three in one message, reads the
 file, answers one connection on the listener, writes the pipe, and reports the
-file's content and the payload that came with them. One JSON line on stdout.
+file's content, the payload that came with them, and whether the library made
+them close-on-exec. One JSON line on stdout.
 """
 
 import json
@@ -103,6 +104,8 @@ def recv(library, sock):
         for fd in fds:
             os.close(fd)
         raise SystemExit(f"received {len(fds)} descriptors, expected 3")
+    # Whether the library made them close-on-exec, before anything else touches them.
+    cloexec = [not os.get_inheritable(fd) for fd in fds]
     with os.fdopen(fds[0], "rb") as file:
         content = file.read()
     with socket.socket(fileno=fds[1]) as listener:
@@ -112,7 +115,7 @@ def recv(library, sock):
             conn.sendall(f"python {library} accepted on the received listener\n".encode())
     with os.fdopen(fds[2], "wb") as pipe:
         pipe.write(f"python {library} wrote the received pipe".encode())
-    report(file=content.decode(), payloads=payloads)
+    report(file=content.decode(), payloads=payloads, cloexec=cloexec)
 
 
 def main(argv):

@@ -21,6 +21,7 @@ export function fdCount(): number {
  * child: only FD_CLOEXEC keeps them out, so the answer is those without it.
  */
 export function openAfterExec(fds: readonly number[]): number[] {
+  if (fds.length === 0) return []
   const probe = fds.map((n) => `[ -e /proc/self/fd/${n} ] && echo ${n}`).join('; ')
   const out = spawnSync('sh', ['-c', `${probe}; true`], { encoding: 'utf8' })
   if (out.status !== 0) throw new Error(`the exec probe failed: ${out.stderr}`)
@@ -142,28 +143,45 @@ export function until<T>(emitter: NodeJS.EventEmitter, event: string, ready: () 
 export class Process {
   readonly lines: Line[] = []
   readonly exited: Promise<number | null>
+  /**
+   * Rejects, with the child's stderr, when the child ends other than with
+   * exit code 0; never settles otherwise. See {@link within}.
+   */
+  readonly failed: Promise<never>
   stderr = ''
   #closed = false
 
   constructor(readonly child: ChildProcess) {
     let buffered = ''
-    child.stdout?.on('data', (chunk: Buffer) => {
-      buffered += chunk.toString()
+    child.stdout?.setEncoding('utf8')
+    child.stdout?.on('data', (chunk: string) => {
+      buffered += chunk
       let newline: number
       while ((newline = buffered.indexOf('\n')) >= 0) {
         const line = buffered.slice(0, newline)
         buffered = buffered.slice(newline + 1)
-        if (line.startsWith('{')) this.#add(JSON.parse(line) as Line)
+        if (line.startsWith('{')) this.#add(parseLine(line))
       }
     })
-    child.stderr?.on('data', (chunk: Buffer) => (this.stderr += chunk.toString()))
+    child.stderr?.setEncoding('utf8')
+    child.stderr?.on('data', (chunk: string) => {
+      this.stderr += chunk
+      child.emit('printed')
+    })
     child.on('message', (message: Line) => this.#add(message))
-    // 'close' comes after the last of stdout, so a line can no longer arrive.
-    child.on('close', () => {
+    this.exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)))
+    // 'close' comes after the last of stdout and stderr, so nothing more can arrive.
+    const closed = new Promise<number | null>((resolve) => child.on('close', resolve))
+    void closed.then(() => {
       this.#closed = true
       child.emit('line')
+      child.emit('printed')
     })
-    this.exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)))
+    this.failed = closed.then((code) => {
+      if (code === 0) return new Promise<never>(() => undefined)
+      throw new Error(`the child ended with ${code === null ? (child.signalCode ?? 'a signal') : `exit code ${code}`}: ${this.stderr}`)
+    })
+    this.failed.catch(() => undefined)
   }
 
   #add(line: Line): void {
@@ -176,14 +194,32 @@ export class Process {
    * child's stderr if it ends without one.
    */
   line(match: (line: Line) => boolean): Promise<Line> {
-    return until(this.child, 'line', () => {
-      const found = this.lines.find(match)
-      if (found === undefined && this.#closed) return new Error(`the child ended without the line awaited: ${this.stderr}`)
+    return this.#awaited('line', () => this.lines.find(match))
+  }
+
+  /** Resolves once the child's stderr matches `pattern`; rejects if it ends first. */
+  printed(pattern: RegExp): Promise<true> {
+    return this.#awaited('printed', () => (pattern.test(this.stderr) ? true : undefined))
+  }
+
+  #awaited<T>(event: string, find: () => T | undefined): Promise<T> {
+    return until(this.child, event, () => {
+      const found = find()
+      if (found === undefined && this.#closed) return new Error(`the child ended without what was awaited: ${this.stderr}`)
       return found
     }).then((found) => {
       if (found instanceof Error) throw found
       return found
     })
+  }
+
+  /**
+   * `promise`, or the child's failure if the child fails first: a wait on
+   * something the child should do ends with the child's stderr instead of
+   * hanging when the child dies.
+   */
+  within<T>(promise: Promise<T>): Promise<T> {
+    return Promise.race([promise, this.failed])
   }
 
   /** Sends the role's next step. */
@@ -193,5 +229,13 @@ export class Process {
 
   get pid(): number {
     return this.child.pid as number
+  }
+}
+
+function parseLine(line: string): Line {
+  try {
+    return JSON.parse(line) as Line
+  } catch {
+    return { unparsed: line }
   }
 }

@@ -116,17 +116,17 @@ static int send_fds(int sock, const void *data, size_t len, const int *fds, size
   return sent < 0 ? errno : 0;
 }
 
-/* One recvmsg with control room for `room` descriptors. Every descriptor that
+/* One recvmsg with `controllen` bytes of control room. Every descriptor that
  * arrived is stored in fds (up to MAX_FDS) and counted in *count, whatever
  * the flags say, so that the caller can close them all. */
-static ssize_t recv_fds(int sock, char *data, size_t len, int *fds, size_t room, size_t *count, int *flags) {
+static ssize_t recv_fds(int sock, char *data, size_t len, int *fds, size_t controllen, size_t *count, int *flags) {
   union {
     char buf[CMSG_SPACE(MAX_FDS * sizeof(int))];
     struct cmsghdr align;
   } control;
   struct iovec iov = {.iov_base = data, .iov_len = len};
   struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf};
-  msg.msg_controllen = CMSG_SPACE(room * sizeof(int));
+  msg.msg_controllen = controllen;
   ssize_t got;
   do got = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
   while (got < 0 && errno == EINTR);
@@ -225,7 +225,7 @@ static void do_recv(int sock) {
   int fds[MAX_FDS];
   size_t count;
   int flags;
-  ssize_t got = recv_fds(sock, data, sizeof data, fds, 3, &count, &flags);
+  ssize_t got = recv_fds(sock, data, sizeof data, fds, CMSG_SPACE(3 * sizeof(int)), &count, &flags);
   if (got < 0) fail("recvmsg");
   if ((flags & (MSG_CTRUNC | MSG_TRUNC)) || count != 3) {
     for (size_t i = 0; i < count; i++) close(fds[i]);
@@ -304,7 +304,8 @@ static void do_hostile(int sock, const char *which) {
     char data[64];
     size_t count;
     int flags;
-    ssize_t got = recv_fds(sock, data, sizeof data, fds, 1, &count, &flags);
+    /* CMSG_LEN, not CMSG_SPACE: room for exactly one descriptor. */
+    ssize_t got = recv_fds(sock, data, sizeof data, fds, CMSG_LEN(sizeof(int)), &count, &flags);
     if (got < 0) fail("recvmsg");
     for (size_t i = 0; i < count; i++) close(fds[i]);
     send_after(sock);
@@ -319,6 +320,9 @@ static void do_hostile(int sock, const char *which) {
 }
 
 int main(int argc, char **argv) {
+  /* A peer whose test process died must not wait forever (a datagram socket
+   * has no end of stream to wake it). */
+  alarm(60);
   if (argc < 5) {
     fprintf(stderr, "usage: peer sendmsg <send|recv> <type> <endpoint> [file] | peer hostile <case> <type> <endpoint>\n");
     return 2;

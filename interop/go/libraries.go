@@ -17,7 +17,9 @@ import (
 // suite installs from (the first's host is refused, the second declares
 // "module fdpassing" and has no fetchable version), so conduit and devlights
 // below make the same system calls those packages make, with the same
-// buffers and checks, on golang.org/x/sys/unix and net. runc is the pattern of
+// buffers and checks, on golang.org/x/sys/unix and net (except that on a
+// malformed message they close the descriptors that arrived, which those
+// packages leak). runc is the pattern of
 // runc's internal/cmsg SendFile/RecvFile, which is internal to runc and so
 // cannot be imported.
 var libraries = map[string]library{
@@ -64,7 +66,7 @@ func conduitRecv(conn *net.UnixConn, count int) ([]*os.File, [][]byte, error) {
 	}
 	defer via.Close()
 	var files []*os.File
-	for range count {
+	for i := 0; i < count; i++ {
 		oob := make([]byte, unix.CmsgSpace(8))
 		_, oobn, _, _, err := unix.Recvmsg(int(via.Fd()), nil, oob, 0)
 		if err != nil {
@@ -95,7 +97,7 @@ func devlightsSend(conn *net.UnixConn, files []*os.File) ([][]byte, error) {
 func devlightsRecv(conn *net.UnixConn, count int) ([]*os.File, [][]byte, error) {
 	var files []*os.File
 	var payloads [][]byte
-	for range count {
+	for i := 0; i < count; i++ {
 		dummy := make([]byte, 1)
 		oob := make([]byte, unix.CmsgSpace(4))
 		n, oobn, flags, _, err := conn.ReadMsgUnix(dummy, oob)
@@ -155,7 +157,7 @@ func runcRecv(conn *net.UnixConn, count int) ([]*os.File, [][]byte, error) {
 	defer via.Close()
 	var files []*os.File
 	var payloads [][]byte
-	for range count {
+	for i := 0; i < count; i++ {
 		name := make([]byte, maxNameLen)
 		oobSpace := unix.CmsgSpace(4)
 		oob := make([]byte, oobSpace)

@@ -29,6 +29,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -47,6 +48,12 @@ type library struct {
 }
 
 func main() {
+	// A peer whose test process died must not wait forever (a datagram
+	// socket has no end of stream to wake it).
+	time.AfterFunc(60*time.Second, func() {
+		fmt.Fprintln(os.Stderr, "go peer: gave up after 60 s")
+		os.Exit(3)
+	})
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "go peer:", err)
 		os.Exit(1)

@@ -18,6 +18,7 @@ them close-on-exec. One JSON line on stdout.
 
 import json
 import os
+import signal
 import socket
 import sys
 from multiprocessing import reduction
@@ -119,6 +120,9 @@ def recv(library, sock):
 
 
 def main(argv):
+    # A peer whose test process died must not wait forever (a datagram socket
+    # has no end of stream to wake it).
+    signal.alarm(60)
     if len(argv) < 4 or argv[0] not in LIBRARIES or argv[2] not in TYPES:
         raise SystemExit(__doc__)
     library, role, kind, endpoint = argv[:4]

@@ -9,6 +9,12 @@
 const { connect } = require('../../index')
 const { listenFds } = require('../../activation')
 
+// A relay whose receiver never answers must not wait forever.
+setTimeout(() => {
+  process.stderr.write('relay: gave up after 60 s\n')
+  process.exit(3)
+}, 60_000).unref()
+
 async function main() {
   const [path] = process.argv.slice(2)
   if (!path) throw new Error('usage: relay.js <fdpass socket path>')

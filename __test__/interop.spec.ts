@@ -29,9 +29,6 @@ function whyMissing(command: string, args: readonly string[]): string | undefine
   return run.status === 0 ? undefined : `${command} ${args.join(' ')}: ${run.stderr.trim()}`
 }
 
-/** CI, as most CI systems say it. */
-const IN_CI = ['1', 'true', 'yes'].includes((process.env.CI ?? '').toLowerCase())
-
 /**
  * The suite is Linux's: the peers' wire behaviour in PROTOCOL.md is Linux's
  * (on macOS multiprocessing's sendfds waits for an acknowledgement, and there
@@ -75,9 +72,9 @@ test.before(() => {
 
 /**
  * Registers a case that needs `peer` (and whatever `alsoMissing` says this
- * machine lacks for it). Where something is missing, the case fails in CI on
- * Linux (so a green CI means every peer ran) and elsewhere is skipped, with
- * the reason in its title.
+ * machine lacks for it). Where something is missing, the case fails on Linux,
+ * in CI or not (so a green run means every peer ran), with the reason; off
+ * Linux it is skipped, with the reason in its title.
  */
 function peerTest(peer: PeerName, title: string, body: (t: ExecutionContext) => Promise<void>, alsoMissing?: string): void {
   const why = missing[peer] ?? alsoMissing
@@ -98,7 +95,7 @@ function peerTest(peer: PeerName, title: string, body: (t: ExecutionContext) => 
         throw err
       }
     })
-  } else if (IN_CI && ON_LINUX) {
+  } else if (ON_LINUX) {
     test.serial(title, (t) => t.fail(`cannot run here: ${why}`))
   } else {
     test.skip(`${title} [not run: ${why}]`, () => undefined)

@@ -2,7 +2,7 @@
 // real processes: the peers under interop/ (Python's standard library, Go
 // modules, plain C, systemd). Each case uses what arrives for real and ends
 // with this process at its descriptor baseline.
-import { execFileSync, spawn, spawnSync } from 'node:child_process'
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import * as dgram from 'node:dgram'
 import { closeSync, constants, mkdirSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs'
@@ -241,10 +241,12 @@ function tempFile(t: ExecutionContext, content: string): string {
   return path
 }
 
+/** Everything `stream` gives until it ends, as UTF-8. */
 function readAll(stream: NodeJS.ReadableStream): Promise<string> {
   return new Promise((resolve, reject) => {
     let text = ''
-    stream.on('data', (chunk: Buffer) => (text += chunk.toString()))
+    stream.setEncoding('utf8')
+    stream.on('data', (chunk: string) => (text += chunk))
     stream.on('end', () => resolve(text))
     stream.on('error', reject)
   })
@@ -281,7 +283,7 @@ function closeDgram(socket: dgram.Socket): Promise<void> {
   })
 }
 
-/** The first line of a TCP connection to `port`. */
+/** What a loopback TCP connection to `port` receives until the server closes it. */
 async function greeting(port: number): Promise<string> {
   return readAll(net.connect(port, '127.0.0.1'))
 }
@@ -313,22 +315,20 @@ interface ReachOptions {
 async function reach(t: ExecutionContext, [command, prefix]: [string, string[]], args: readonly string[], options: ReachOptions): Promise<Reached> {
   const { type, peerListens = false, tail = [], framing = 'raw', refuseFds = false } = options
   const stdio = ['ignore', 'pipe', 'pipe'] as const
-  const start = (endpoint: string): Process => {
-    const peer = new Process(spawn(command, [...prefix, ...args, type, endpoint, ...tail], { stdio: [...stdio] }))
-    t.teardown(() => peer.child.kill('SIGKILL'))
+  const track = (child: ChildProcess): Process => {
+    t.teardown(() => child.kill('SIGKILL'))
+    const peer = new Process(child)
     peers.set(t, peer)
     return peer
   }
+  const start = (endpoint: string): Process => track(spawn(command, [...prefix, ...args, type, endpoint, ...tail], { stdio: [...stdio] }))
   const closing = (channel: Channel): Channel => {
     t.teardown(() => channel.close())
     return channel
   }
   if (type === 'dgram') {
     const { child, channel } = spawnWithChannel(command, [...prefix, ...args, type, 'fd:3', ...tail], { type, framing, stdio: [...stdio] })
-    t.teardown(() => child.kill('SIGKILL'))
-    const peer = new Process(child)
-    peers.set(t, peer)
-    return { channel: closing(channel), peer }
+    return { channel: closing(channel), peer: track(child) }
   }
   const path = socketPath('interop')
   if (peerListens) {

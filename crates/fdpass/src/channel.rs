@@ -641,9 +641,15 @@ impl Channel {
         };
         // Zero bytes is end of stream on streams and seqpacket (where an empty record
         // cannot be told from it); on datagram sockets it is an empty datagram.
-        if got.bytes == 0 && got.fds.is_empty() && self.kind != SocketType::Datagram {
+        if got.carried_nothing() && self.kind != SocketType::Datagram {
             self.eof = true;
             return Err(Error::PeerClosed);
+        }
+        if let Some(errno) = got.fds_dropped {
+            return Err(Error::DescriptorsDropped {
+                arrived: got.fds.len(),
+                errno,
+            });
         }
         if got.data_truncated {
             return Err(Error::MessageTruncated {
@@ -705,7 +711,7 @@ impl Channel {
             |buf, control| {
                 sys::recv_with_fds(sock, buf, control).map(|r| match r {
                     Recv::Got(mut g) => {
-                        stream_in.push(&buf[..g.bytes], std::mem::take(&mut g.fds));
+                        stream_in.push(&buf[..g.bytes], std::mem::take(&mut g.fds), g.fds_dropped);
                         Recv::Got(g)
                     }
                     other => other,
@@ -721,7 +727,7 @@ impl Channel {
                 return Err(e);
             }
         };
-        if got.bytes == 0 && got.fds.is_empty() {
+        if got.carried_nothing() {
             self.eof = true;
             if self.stream_in.mid_message() {
                 let fds = self.stream_in.clear();
@@ -748,9 +754,12 @@ impl Channel {
                 Ok(match sys::recv_with_fds(sock, buf, control)? {
                     Recv::WouldBlock => RecordStep::WouldBlock,
                     Recv::Got(g) if g.bytes == 0 || g.data_truncated => RecordStep::Unusual(g),
-                    Recv::Got(g) => {
-                        RecordStep::Pushed(record_in.push(&buf[..g.bytes], g.fds, limits))
-                    }
+                    Recv::Got(g) => RecordStep::Pushed(record_in.push(
+                        &buf[..g.bytes],
+                        g.fds,
+                        g.fds_dropped,
+                        limits,
+                    )),
                 })
             });
             let got = match step {
@@ -765,7 +774,7 @@ impl Channel {
                     return Err(e);
                 }
             };
-            if got.bytes == 0 && got.fds.is_empty() && self.kind == SocketType::SeqPacket {
+            if got.carried_nothing() && self.kind == SocketType::SeqPacket {
                 // A zero-length record is end of stream on seqpacket.
                 self.eof = true;
                 if self.record_in.mid_message() {
@@ -783,7 +792,7 @@ impl Channel {
             }
             // An empty record that is not end of stream (a datagram, or one with
             // descriptors): the reassembler refuses it, closing what it carried.
-            if let Some(r) = self.record_in.push(&[], got.fds, limits) {
+            if let Some(r) = self.record_in.push(&[], got.fds, got.fds_dropped, limits) {
                 return r.map(Some);
             }
         }

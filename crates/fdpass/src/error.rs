@@ -20,6 +20,14 @@ pub enum Error {
     )]
     ControlTruncated { arrived: usize },
 
+    #[error(
+        "the kernel could not install the descriptors of a message ({}: {}); the message \
+         was dropped whole and the {arrived} that did arrive were closed",
+        errno_name(*.errno),
+        .errno.desc()
+    )]
+    DescriptorsDropped { arrived: usize, errno: Errno },
+
     #[error("the message was longer than the {limit}-byte receive buffer and was cut; its {fds} descriptors were closed")]
     MessageTruncated { limit: usize, fds: usize },
 
@@ -66,6 +74,7 @@ impl Error {
             Error::Sys { errno, .. } => errno_name(*errno),
             Error::TooManyFds { .. } => "ERR_FDPASS_TOO_MANY_FDS",
             Error::ControlTruncated { .. } => "ERR_FDPASS_CONTROL_TRUNCATED",
+            Error::DescriptorsDropped { errno, .. } => errno_name(*errno),
             Error::MessageTruncated { .. } => "ERR_FDPASS_MESSAGE_TRUNCATED",
             Error::MessageTooLarge { .. } => "ERR_FDPASS_MESSAGE_TOO_LARGE",
             Error::Protocol(_) => "ERR_FDPASS_PROTOCOL",
@@ -83,6 +92,7 @@ impl Error {
         match self {
             Error::Sys { syscall, errno } => Some((*errno as i32, syscall)),
             Error::TooManyInFlight => Some((Errno::ETOOMANYREFS as i32, "sendmsg")),
+            Error::DescriptorsDropped { errno, .. } => Some((*errno as i32, "recvmsg")),
             _ => None,
         }
     }
@@ -94,6 +104,7 @@ impl Error {
             self,
             Error::TooManyFds { .. }
                 | Error::MessageTruncated { .. }
+                | Error::DescriptorsDropped { .. }
                 | Error::MessageTooLarge { .. }
                 | Error::InvalidArgument(_)
                 | Error::TooManyInFlight

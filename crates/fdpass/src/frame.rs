@@ -10,6 +10,8 @@
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 
+use nix::errno::Errno;
+
 use crate::error::{Error, Result};
 
 pub const MAGIC: [u8; 2] = *b"FD";
@@ -206,13 +208,27 @@ impl Partial {
         self.check(limits);
     }
 
-    /// Adds a frame whose header `admit` already counted.
-    fn append(&mut self, payload: &[u8], fds: Vec<OwnedFd>) {
-        if self.rejected.is_some() {
-            return; // `fds` drops here: closed
+    /// Adds the descriptors of a frame whose header `admit` already counted.
+    fn append_fds(&mut self, fds: Vec<OwnedFd>) {
+        if self.rejected.is_none() {
+            self.msg.fds.extend(fds);
+        } // else `fds` drops here: closed
+    }
+
+    /// Adds the payload of a frame whose header `admit` already counted.
+    fn append_payload(&mut self, payload: &[u8]) {
+        if self.rejected.is_none() {
+            self.msg.data.extend_from_slice(payload);
         }
-        self.msg.data.extend_from_slice(payload);
-        self.msg.fds.extend(fds);
+    }
+
+    /// Drops the message for `error` (unless a limit already did): what it
+    /// holds is closed and the rest of it will be consumed and discarded.
+    fn reject(&mut self, error: Error) {
+        if self.rejected.is_none() {
+            self.rejected = Some(error);
+        }
+        self.msg = Message::default();
     }
 
     fn check(&mut self, limits: Limits) {
@@ -269,6 +285,34 @@ pub enum LookAhead {
 /// A stream reassembler keeps this much buffer capacity for the next message.
 const KEEP_CAPACITY: usize = 64 * 1024;
 
+/// One entry of a stream reassembler's descriptor queue.
+#[derive(Debug)]
+enum Arrived {
+    Fd(OwnedFd),
+    /// Where the kernel failed to install the rest of a read's descriptors
+    /// (this errno) and released them.
+    Dropped(Errno),
+}
+
+impl Arrived {
+    fn into_fd(self) -> Option<OwnedFd> {
+        match self {
+            Arrived::Fd(fd) => Some(fd),
+            Arrived::Dropped(_) => None,
+        }
+    }
+}
+
+/// The descriptors a frame header claimed from the queue.
+enum Claim {
+    Fds(Vec<OwnedFd>),
+    /// The frame's descriptors were cut short by an [`Arrived::Dropped`] mark.
+    Dropped {
+        arrived: usize,
+        errno: Errno,
+    },
+}
+
 /// Reassembles framed messages from a byte stream with descriptors attached.
 ///
 /// On a stream the kernel delivers a sender's descriptors together with the
@@ -277,6 +321,11 @@ const KEEP_CAPACITY: usize = 64 * 1024;
 /// and each frame header, when parsed, takes the count it declares. A header
 /// that declares more than have arrived, or descriptors left over with no
 /// header to claim them, is a protocol violation.
+///
+/// When the kernel could not install a read's descriptors (EMFILE), a mark
+/// follows those it did in the queue. A sender puts one frame's descriptors
+/// on one `sendmsg`, so the header that reaches the mark is the frame that
+/// lost them: its message is dropped whole and the stream stays in step.
 #[derive(Debug, Default)]
 pub struct StreamReassembler {
     /// Bytes read and not yet consumed are `buf[at..]`; only those are
@@ -284,7 +333,7 @@ pub struct StreamReassembler {
     /// buffer shared per thread, see channel.rs).
     buf: Vec<u8>,
     at: usize,
-    fds: VecDeque<OwnedFd>,
+    fds: VecDeque<Arrived>,
     header: Option<Header>,
     /// Payload bytes of the current frame still to discard (rejected message).
     skip: usize,
@@ -292,8 +341,9 @@ pub struct StreamReassembler {
 }
 
 impl StreamReassembler {
-    /// Appends what one read returned: its bytes and the descriptors that came with them.
-    pub fn push(&mut self, bytes: &[u8], fds: Vec<OwnedFd>) {
+    /// Appends what one read returned: its bytes, the descriptors that came
+    /// with them and, when the kernel could not install the rest, why.
+    pub fn push(&mut self, bytes: &[u8], fds: Vec<OwnedFd>, dropped: Option<Errno>) {
         if self.at == self.buf.len() {
             // Everything consumed: start over, and give back what a large
             // message made the buffer grow to.
@@ -308,7 +358,8 @@ impl StreamReassembler {
             self.at = 0;
         }
         self.buf.extend_from_slice(bytes);
-        self.fds.extend(fds);
+        self.fds.extend(fds.into_iter().map(Arrived::Fd));
+        self.fds.extend(dropped.map(Arrived::Dropped));
     }
 
     /// Whether a message is partly read (bytes or descriptors buffered).
@@ -321,7 +372,35 @@ impl StreamReassembler {
 
     /// Descriptors held for a message not yet complete.
     pub fn held_fds(&self) -> usize {
-        self.fds.len() + self.partial.as_ref().map_or(0, |p| p.msg.fds.len())
+        let queued = self
+            .fds
+            .iter()
+            .filter(|a| matches!(a, Arrived::Fd(_)))
+            .count();
+        queued + self.partial.as_ref().map_or(0, |p| p.msg.fds.len())
+    }
+
+    /// Descriptors at the head of the queue, up to the first dropped mark.
+    fn fds_before_mark(&self) -> usize {
+        self.fds
+            .iter()
+            .take_while(|a| matches!(a, Arrived::Fd(_)))
+            .count()
+    }
+
+    /// Takes `n` descriptors for a frame or, when a dropped mark comes first,
+    /// those before it and the mark. The caller checked that one of the two holds.
+    fn claim_fds(&mut self, n: usize) -> Claim {
+        let before_mark = self.fds_before_mark();
+        if n <= before_mark {
+            let fds = self.fds.drain(..n).filter_map(Arrived::into_fd).collect();
+            return Claim::Fds(fds);
+        }
+        let arrived = self.fds.drain(..before_mark).count(); // closed
+        match self.fds.pop_front() {
+            Some(Arrived::Dropped(errno)) => Claim::Dropped { arrived, errno },
+            other => unreachable!("claim past the queue: {other:?}"),
+        }
     }
 
     /// The next complete message, if the buffer holds one. `Some(Err)` is a
@@ -341,11 +420,11 @@ impl StreamReassembler {
                         Ok(h) => h,
                         Err(e) => return Some(Err(e)),
                     };
-                    if (h.fds as usize) > self.fds.len() {
+                    let before_mark = self.fds_before_mark();
+                    if (h.fds as usize) > before_mark && before_mark == self.fds.len() {
                         return Some(Err(Error::Protocol(format!(
                             "a frame declares {} descriptors but {} arrived with it",
-                            h.fds,
-                            self.fds.len()
+                            h.fds, before_mark
                         ))));
                     }
                     self.at += HEADER_LEN;
@@ -357,8 +436,15 @@ impl StreamReassembler {
                         self.partial = None;
                         continue;
                     }
+                    let claim = self.claim_fds(h.fds as usize);
                     let partial = self.partial.get_or_insert_with(Partial::default);
                     partial.admit(&h, limits);
+                    match claim {
+                        Claim::Fds(fds) => partial.append_fds(fds),
+                        Claim::Dropped { arrived, errno } => {
+                            partial.reject(Error::DescriptorsDropped { arrived, errno })
+                        }
+                    }
                     if partial.rejected.is_some() {
                         self.skip = h.payload_len as usize;
                     }
@@ -373,17 +459,14 @@ impl StreamReassembler {
                 if self.skip > 0 {
                     return None;
                 }
-                // Closed here: the message they belong to was rejected.
-                self.fds.drain(..header.fds as usize);
             } else {
                 let len = header.payload_len as usize;
                 if self.buf.len() - self.at < len {
                     return None;
                 }
-                let fds: Vec<OwnedFd> = self.fds.drain(..header.fds as usize).collect();
                 let payload = &self.buf[self.at..self.at + len];
                 if let Some(partial) = self.partial.as_mut() {
-                    partial.append(payload, fds);
+                    partial.append_payload(payload);
                 }
                 self.at += len;
             }
@@ -425,8 +508,8 @@ impl StreamReassembler {
         if buffered.len() < HEADER_LEN + len {
             return LookAhead::Incomplete;
         }
-        if fds > self.fds.len() {
-            return LookAhead::Other; // a violation, for `next` to report
+        if fds > self.fds_before_mark() {
+            return LookAhead::Other; // a violation or a drop, for `next` to report
         }
         LookAhead::Whole
     }
@@ -462,10 +545,13 @@ pub struct RecordReassembler {
 
 impl RecordReassembler {
     /// Takes one record; returns a message when it completes one.
+    /// `dropped` says the kernel could not install all of the record's
+    /// descriptors (`fds` are those it did): its message is dropped whole.
     pub fn push(
         &mut self,
         record: &[u8],
         fds: Vec<OwnedFd>,
+        dropped: Option<Errno>,
         limits: Limits,
     ) -> Option<Result<Message>> {
         if record.len() < HEADER_LEN {
@@ -483,7 +569,11 @@ impl RecordReassembler {
             }
         };
         let payload = &record[HEADER_LEN..];
-        if payload.len() != header.payload_len as usize || fds.len() != header.fds as usize {
+        let fds_as_declared = match dropped {
+            None => fds.len() == header.fds as usize,
+            Some(_) => fds.len() < header.fds as usize,
+        };
+        if payload.len() != header.payload_len as usize || !fds_as_declared {
             self.partial = None;
             return Some(Err(Error::Protocol(format!(
                 "a record declares {} bytes and {} descriptors but carried {} and {}; closed",
@@ -503,7 +593,16 @@ impl RecordReassembler {
         }
         let partial = self.partial.get_or_insert_with(Partial::default);
         partial.admit(&header, limits);
-        partial.append(payload, fds);
+        match dropped {
+            None => {
+                partial.append_fds(fds);
+                partial.append_payload(payload);
+            }
+            Some(errno) => partial.reject(Error::DescriptorsDropped {
+                arrived: fds.len(),
+                errno,
+            }),
+        }
         if header.more {
             return None;
         }
@@ -600,7 +699,7 @@ mod tests {
         let mut r = StreamReassembler::default();
         let mut got = Vec::new();
         for byte in wire {
-            r.push(&[byte], Vec::new());
+            r.push(&[byte], Vec::new(), None);
             while let Some(m) = r.next(NO_LIMITS) {
                 got.push(m.unwrap().data);
             }
@@ -613,7 +712,7 @@ mod tests {
     fn stream_header_claiming_missing_fds_is_a_violation() {
         let frames = encode(b"x", 2, 253, None);
         let mut r = StreamReassembler::default();
-        r.push(&frames[0].bytes, Vec::new());
+        r.push(&frames[0].bytes, Vec::new(), None);
         assert!(matches!(r.next(NO_LIMITS), Some(Err(Error::Protocol(_)))));
     }
 
@@ -624,11 +723,11 @@ mod tests {
         let mut short = frames[0].bytes.clone();
         short.pop();
         assert!(matches!(
-            r.push(&short, Vec::new(), NO_LIMITS),
+            r.push(&short, Vec::new(), None, NO_LIMITS),
             Some(Err(Error::Protocol(_)))
         ));
         assert_eq!(
-            r.push(&frames[0].bytes, Vec::new(), NO_LIMITS)
+            r.push(&frames[0].bytes, Vec::new(), None, NO_LIMITS)
                 .unwrap()
                 .unwrap()
                 .data,
@@ -646,7 +745,7 @@ mod tests {
         let frames = encode(b"abcdef", 0, 253, Some(2));
         let mut results = Vec::new();
         for f in &frames {
-            if let Some(res) = r.push(&f.bytes, Vec::new(), limits) {
+            if let Some(res) = r.push(&f.bytes, Vec::new(), None, limits) {
                 results.push(res);
             }
         }
@@ -665,7 +764,7 @@ mod tests {
         let mut out = Vec::new();
         let mut most = 0;
         for piece in wire.chunks(chunk) {
-            r.push(piece, Vec::new());
+            r.push(piece, Vec::new(), None);
             most = most.max(r.buf.len());
             while let Some(m) = r.next(limits) {
                 out.push(m.map(|m| m.data));
@@ -692,9 +791,11 @@ mod tests {
         );
 
         let mut r = RecordReassembler::default();
-        assert!(r.push(&frames[0].bytes, Vec::new(), NO_LIMITS).is_none());
         assert!(r
-            .push(&Header::abort_frame(), Vec::new(), NO_LIMITS)
+            .push(&frames[0].bytes, Vec::new(), None, NO_LIMITS)
+            .is_none());
+        assert!(r
+            .push(&Header::abort_frame(), Vec::new(), None, NO_LIMITS)
             .is_none());
         assert!(!r.mid_message());
     }
@@ -702,11 +803,11 @@ mod tests {
     #[test]
     fn a_refusal_frame_ends_the_stream_with_peer_refused_and_carries_nothing() {
         let mut r = StreamReassembler::default();
-        r.push(&Header::refused_frame(), Vec::new());
+        r.push(&Header::refused_frame(), Vec::new(), None);
         assert!(matches!(r.next(NO_LIMITS), Some(Err(Error::PeerRefused))));
         let mut records = RecordReassembler::default();
         assert!(matches!(
-            records.push(&Header::refused_frame(), Vec::new(), NO_LIMITS),
+            records.push(&Header::refused_frame(), Vec::new(), None, NO_LIMITS),
             Some(Err(Error::PeerRefused))
         ));
         let mut with_payload = Header::refused_frame();
@@ -769,19 +870,19 @@ mod tests {
         assert_eq!(r.look_ahead(NO_LIMITS, room), LookAhead::Incomplete);
 
         let whole = frame(b"hello", 0, false);
-        r.push(&whole[..7], Vec::new());
+        r.push(&whole[..7], Vec::new(), None);
         assert_eq!(
             r.look_ahead(NO_LIMITS, room),
             LookAhead::Incomplete,
             "half a header"
         );
-        r.push(&whole[7..14], Vec::new());
+        r.push(&whole[7..14], Vec::new(), None);
         assert_eq!(
             r.look_ahead(NO_LIMITS, room),
             LookAhead::Incomplete,
             "half a payload"
         );
-        r.push(&whole[14..], Vec::new());
+        r.push(&whole[14..], Vec::new(), None);
         assert_eq!(r.look_ahead(NO_LIMITS, room), LookAhead::Whole);
         let tight = Limits {
             max_fds: 0,
@@ -799,7 +900,7 @@ mod tests {
         );
         assert_eq!(r.next(NO_LIMITS).unwrap().unwrap().data, b"hello");
 
-        r.push(&frame(b"part", 0, true), Vec::new());
+        r.push(&frame(b"part", 0, true), Vec::new(), None);
         assert_eq!(
             r.look_ahead(NO_LIMITS, room),
             LookAhead::Other,

@@ -11,6 +11,8 @@
 mod channel;
 mod error;
 pub mod frame;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod listener;
 pub mod sys;
 

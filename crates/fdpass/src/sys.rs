@@ -558,6 +558,18 @@ pub struct Received {
     pub fds: Vec<OwnedFd>,
     /// MSG_TRUNC: a datagram or record was longer than the buffer.
     pub data_truncated: bool,
+    /// The kernel could not install every descriptor of the message (this
+    /// errno, EMFILE at the descriptor limit): `fds` holds those it did, and
+    /// it released the rest. The bytes are whole.
+    pub fds_dropped: Option<Errno>,
+}
+
+impl Received {
+    /// No bytes and no descriptors, not even dropped ones: end of stream on
+    /// stream and seqpacket sockets.
+    pub fn carried_nothing(&self) -> bool {
+        self.bytes == 0 && self.fds.is_empty() && self.fds_dropped.is_none()
+    }
 }
 
 /// Outcome of one non-blocking `recvmsg`.
@@ -606,9 +618,12 @@ const CLOEXEC_BY_FCNTL: bool = !cfg!(any(target_os = "linux", target_os = "andro
 /// One non-blocking `recvmsg` into `buf`, with a control buffer of `control`
 /// bytes. Walks every control message itself (nix's `cmsgs()` refuses to on
 /// MSG_CTRUNC, nix-rust/nix#2413), owning each descriptor as it is found. On
-/// MSG_CTRUNC every descriptor that did arrive is closed and `ControlTruncated`
-/// returned. EINTR is retried.
+/// MSG_CTRUNC because the buffer was too small, every descriptor that did
+/// arrive is closed and `ControlTruncated` returned; when the kernel could not
+/// install them (EMFILE), the message comes back with `fds_dropped` set.
+/// EINTR is retried.
 pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], control: &mut [u64]) -> Result<Recv> {
+    let control_capacity = std::mem::size_of_val(control);
     loop {
         let mut iov = libc::iovec {
             iov_base: buf.as_mut_ptr().cast(),
@@ -619,7 +634,7 @@ pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], control: &mut [u64]) 
         hdr.msg_iov = &mut iov;
         hdr.msg_iovlen = 1;
         hdr.msg_control = control.as_mut_ptr().cast();
-        hdr.msg_controllen = std::mem::size_of_val(control) as _;
+        hdr.msg_controllen = control_capacity as _;
         // SAFETY: `hdr` points at `iov` and `control`, both live and writable for
         // the lengths given; the kernel writes at most those lengths.
         let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut hdr, RECV_FLAGS) };
@@ -630,12 +645,22 @@ pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], control: &mut [u64]) 
                 e => return Err(Error::sys("recvmsg", e)),
             }
         }
-        let fds = take_rights(&hdr);
-        if hdr.msg_flags & libc::MSG_CTRUNC != 0 {
-            let arrived = fds.len();
-            drop(fds);
-            return Err(Error::ControlTruncated { arrived });
-        }
+        // SAFETY: any bytes are valid u8s; the view covers exactly `control`,
+        // which the kernel is done writing, and lives no longer than it.
+        let control_bytes =
+            unsafe { std::slice::from_raw_parts(control.as_ptr().cast::<u8>(), control_capacity) };
+        let written = control_len(&hdr).min(control_capacity);
+        let truncated = hdr.msg_flags & libc::MSG_CTRUNC != 0;
+        let (fds, fds_dropped) = match adopt_received(control_bytes, written, truncated) {
+            ControlOutcome::Whole(fds) => (fds, None),
+            ControlOutcome::NotInstalled(fds) => match descriptor_table_full(sock) {
+                Some(errno) => (fds, Some(errno)),
+                None => return Err(Error::ControlTruncated { arrived: fds.len() }),
+            },
+            ControlOutcome::Truncated { arrived } => {
+                return Err(Error::ControlTruncated { arrived })
+            }
+        };
         if CLOEXEC_BY_FCNTL {
             for fd in &fds {
                 // On failure `fds` drops here, closing every descriptor of the message.
@@ -646,52 +671,136 @@ pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], control: &mut [u64]) 
             bytes: n as usize,
             fds,
             data_truncated: hdr.msg_flags & libc::MSG_TRUNC != 0,
+            fds_dropped,
         }));
     }
 }
 
-/// Collects every SCM_RIGHTS descriptor in the control data `hdr` describes,
-/// wrapping each in an `OwnedFd` at once. Each `cmsg_len` is clamped to what
-/// the buffer holds: XNU leaves it untruncated on MSG_CTRUNC
-/// (bytecodealliance/rustix#1683).
-fn take_rights(hdr: &libc::msghdr) -> Vec<OwnedFd> {
-    let mut fds = Vec::new();
-    let control_len = control_len(hdr);
-    if hdr.msg_control.is_null() || control_len < size_of::<libc::cmsghdr>() {
-        return fds;
+/// What the control data of one `recvmsg` held, by the rules of
+/// [`adopt_received`].
+#[derive(Debug)]
+pub enum ControlOutcome {
+    /// Every descriptor of the message.
+    Whole(Vec<OwnedFd>),
+    /// MSG_CTRUNC with room left in the buffer: the kernel failed to install
+    /// the rest (a descriptor limit) and released them. These are the ones it did.
+    NotInstalled(Vec<OwnedFd>),
+    /// MSG_CTRUNC because the buffer was full: the `arrived` descriptors that
+    /// fit were closed here.
+    Truncated { arrived: usize },
+}
+
+/// Takes ownership of the descriptors in the first `written` bytes of
+/// `control` (a control buffer the kernel just filled, `msg_controllen`
+/// bytes of it used) and judges a MSG_CTRUNC (`truncated`): a buffer with room
+/// for another descriptor after the last one means the kernel stopped for a
+/// reason other than room (Linux `scm_detach_fds` stops at the first
+/// descriptor it cannot install).
+///
+/// The SCM_RIGHTS slots must hold descriptors the kernel installed for this
+/// process, as after `recvmsg`; each is owned by the result from here on.
+pub(crate) fn adopt_received(control: &[u8], written: usize, truncated: bool) -> ControlOutcome {
+    let used = &control[..written.min(control.len())];
+    let slots = rights_slots(used);
+    let fds: Vec<OwnedFd> = slots
+        .iter()
+        .filter_map(|&at| {
+            let raw = read_fd_slot(used, at);
+            // SAFETY: the kernel installed this descriptor for us just now and
+            // nothing else in the process knows its number yet (the caller's
+            // contract); negative slots are not descriptors.
+            (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw) })
+        })
+        .collect();
+    if !truncated {
+        return ControlOutcome::Whole(fds);
     }
-    let start = hdr.msg_control as usize;
-    let end = start + control_len;
-    // SAFETY: CMSG_FIRSTHDR reads msg_control/msg_controllen of a valid header.
-    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(hdr) };
-    while !cmsg.is_null() {
-        // SAFETY: CMSG_FIRSTHDR/CMSG_NXTHDR only return headers that start inside
-        // the control buffer with room for a whole cmsghdr.
-        let c = unsafe { std::ptr::read_unaligned(cmsg) };
-        // SAFETY: CMSG_DATA is pointer arithmetic within the same header.
-        let data = unsafe { libc::CMSG_DATA(cmsg) } as usize;
-        let claimed_end = (cmsg as usize).saturating_add(c.cmsg_len as usize);
-        let data_end = claimed_end.min(end);
-        if c.cmsg_level == libc::SOL_SOCKET && c.cmsg_type == libc::SCM_RIGHTS && data_end > data {
-            let count = (data_end - data) / size_of::<RawFd>();
-            for i in 0..count {
-                // SAFETY: `data + i * 4 + 4 <= data_end <= end`, inside the buffer;
-                // the kernel wrote these ints; read_unaligned tolerates 4-byte alignment.
-                let raw = unsafe { std::ptr::read_unaligned((data as *const RawFd).add(i)) };
-                if raw >= 0 {
-                    // SAFETY: the kernel installed this descriptor for us just now;
-                    // nothing else in the process knows its number yet.
-                    fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
-                }
+    let next_slot = match slots.last() {
+        Some(&at) => at + size_of::<RawFd>(),
+        None => used.len().next_multiple_of(cmsg_align()) + cmsg_data_offset(),
+    };
+    if next_slot + size_of::<RawFd>() <= control.len() {
+        ControlOutcome::NotInstalled(fds)
+    } else {
+        ControlOutcome::Truncated { arrived: fds.len() }
+    }
+}
+
+fn read_fd_slot(control: &[u8], at: usize) -> RawFd {
+    let mut raw = [0u8; size_of::<RawFd>()];
+    raw.copy_from_slice(&control[at..at + size_of::<RawFd>()]);
+    RawFd::from_ne_bytes(raw)
+}
+
+/// Whether the process (EMFILE) or the system (ENFILE) is out of descriptor
+/// slots right now, by asking for one more (a duplicate of `open`).
+fn descriptor_table_full(open: BorrowedFd<'_>) -> Option<Errno> {
+    match dup_cloexec(open.as_raw_fd()) {
+        Err(Error::Sys {
+            errno: errno @ (Errno::EMFILE | Errno::ENFILE),
+            ..
+        }) => Some(errno),
+        _ => None,
+    }
+}
+
+/// Offset of a control message's data from its header: `CMSG_LEN(0)` of the
+/// target libc (never hand-rolled: macOS aligns to 4 bytes, Linux to 8,
+/// rust-vmm/vmm-sys-util#245).
+fn cmsg_data_offset() -> usize {
+    // SAFETY: CMSG_LEN is pure arithmetic on its argument.
+    unsafe { libc::CMSG_LEN(0) as usize }
+}
+
+/// Alignment of control messages in the buffer: `CMSG_ALIGN(1)`, as
+/// `CMSG_SPACE(1) - CMSG_SPACE(0)` (libc exports no CMSG_ALIGN).
+fn cmsg_align() -> usize {
+    // SAFETY: CMSG_SPACE is pure arithmetic on its argument.
+    unsafe { (libc::CMSG_SPACE(1) - libc::CMSG_SPACE(0)) as usize }
+}
+
+/// Byte offsets, in order, of every descriptor slot of the SCM_RIGHTS control
+/// messages in `control` (the `msg_controllen` bytes a `recvmsg` filled).
+/// Works on the bytes alone, with every length checked, rather than with the
+/// CMSG_NXTHDR pointer walk, whose arithmetic overflows on a hostile
+/// `cmsg_len` (unix-ancillary's fuzzing found that). Each `cmsg_len` is
+/// clamped to the buffer: XNU leaves it untruncated on MSG_CTRUNC
+/// (bytecodealliance/rustix#1683). Other control messages are stepped over.
+pub fn rights_slots(control: &[u8]) -> Vec<usize> {
+    const HEADER: usize = size_of::<libc::cmsghdr>();
+    let mut slots = Vec::new();
+    let mut at = 0usize;
+    while let Some(header_bytes) = at
+        .checked_add(HEADER)
+        .and_then(|header_end| control.get(at..header_end))
+    {
+        // SAFETY: `header_bytes` is exactly one cmsghdr long; cmsghdr is plain
+        // integers, valid for any bytes; read_unaligned needs no alignment.
+        let header: libc::cmsghdr =
+            unsafe { std::ptr::read_unaligned(header_bytes.as_ptr().cast()) };
+        #[allow(clippy::unnecessary_cast)] // socklen_t on the BSDs and musl, size_t on glibc
+        let claimed = header.cmsg_len as usize;
+        if claimed < HEADER {
+            break; // malformed: no next header can be found from it
+        }
+        let data_start = at + cmsg_data_offset();
+        let data_end = at.saturating_add(claimed).min(control.len());
+        if header.cmsg_level == libc::SOL_SOCKET && header.cmsg_type == libc::SCM_RIGHTS {
+            let mut slot = data_start;
+            while slot + size_of::<RawFd>() <= data_end {
+                slots.push(slot);
+                slot += size_of::<RawFd>();
             }
         }
-        if claimed_end >= end || (c.cmsg_len as usize) < size_of::<libc::cmsghdr>() {
-            break;
+        match claimed
+            .checked_next_multiple_of(cmsg_align())
+            .and_then(|step| at.checked_add(step))
+        {
+            Some(next) => at = next,
+            None => break,
         }
-        // SAFETY: `cmsg` is a header inside the buffer described by `hdr`.
-        cmsg = unsafe { libc::CMSG_NXTHDR(hdr, cmsg) };
     }
-    fds
+    slots
 }
 
 /// `msg_controllen` is `usize` on Linux and `socklen_t` on the BSDs and macOS.

@@ -466,6 +466,49 @@ fn a_send_that_fails_midway_delivers_nothing_and_the_channel_goes_on() {
 }
 
 #[test]
+fn descriptors_the_kernel_cannot_install_drop_their_message_and_the_channel_goes_on() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let _g = serial();
+    let before = open_fds();
+    let f = dev_null();
+    let cases = [
+        (SocketType::Stream, Mode::Framed),
+        (SocketType::SeqPacket, Mode::Framed),
+        (SocketType::Datagram, Mode::Framed),
+        (SocketType::Stream, Mode::Raw),
+        (SocketType::SeqPacket, Mode::Raw),
+    ];
+    for (kind, mode) in cases {
+        let (mut a, mut b) = pair(kind, mode);
+        a.send(b"six descriptors", &[f.as_fd(); 6]).unwrap();
+        a.send(b"after", &[f.as_fd()]).unwrap();
+        // Room for three more descriptors: the receive installs three of six.
+        let lowest_free = dev_null().as_raw_fd() as u64;
+        let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        setrlimit(Resource::RLIMIT_NOFILE, lowest_free + 3, hard).unwrap();
+        let dropped = b.try_recv(all_fds(16));
+        setrlimit(Resource::RLIMIT_NOFILE, soft, hard).unwrap();
+        match dropped {
+            Err(ref e @ Error::DescriptorsDropped { arrived, errno }) => {
+                assert_eq!(errno, nix::errno::Errno::EMFILE, "{kind:?} {mode:?}");
+                assert!(arrived < 6, "{kind:?} {mode:?}: {arrived} arrived");
+                assert_eq!(e.code(), "EMFILE");
+                assert!(e.is_recoverable());
+            }
+            other => panic!("{kind:?} {mode:?}: {other:?}"),
+        }
+        let next = b.recv_blocking(all_fds(16)).unwrap();
+        assert_eq!(
+            (&next.data[..], next.fds.len()),
+            (&b"after"[..], 1),
+            "{kind:?} {mode:?}"
+        );
+    }
+    drop(f);
+    assert_eq!(open_fds(), before);
+}
+
+#[test]
 fn partial_writes_resend_the_rest_without_control_data() {
     let _g = serial();
     let before = open_fds();

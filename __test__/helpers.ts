@@ -1,7 +1,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import * as dgram from 'node:dgram'
 import { once } from 'node:events'
-import { readdirSync, readFileSync } from 'node:fs'
+import { openSync, readdirSync, readFileSync } from 'node:fs'
 import * as net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -237,5 +237,51 @@ function parseLine(line: string): Line {
     return JSON.parse(line) as Line
   } catch {
     return { unparsed: line }
+  }
+}
+
+/** Sets SO_SNDBUF and SO_RCVBUF of the socket `fd` to the kernel's minimum (Node cannot). */
+export function shrinkSocketBuffers(fd: number): number {
+  const script = [
+    'import socket',
+    's = socket.socket(fileno=3)',
+    'for option in (socket.SO_SNDBUF, socket.SO_RCVBUF): s.setsockopt(socket.SOL_SOCKET, option, 1)',
+    'print(s.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF))',
+  ].join('\n')
+  const run = spawnSync('python3', ['-c', script], { stdio: ['ignore', 'pipe', 'pipe', fd], encoding: 'utf8' })
+  if (run.status !== 0) throw new Error(`python3 could not shrink the socket buffers: ${run.error?.message ?? run.stderr}`)
+  return Number(run.stdout.trim())
+}
+
+/** The n-th message of a storm: its size and bytes depend on n only. */
+export function stormPayload(n: number): Buffer {
+  const payload = Buffer.alloc(4 + ((n * 104_729) % (768 * 1024)), n % 251)
+  payload.writeUInt32LE(n, 0)
+  return payload
+}
+
+/** `n` new descriptors of /dev/null. */
+export function devNulls(n: number): number[] {
+  return Array.from({ length: n }, () => openSync('/dev/null', 'r'))
+}
+
+/** Sends `count` storm messages, each with `n % 4` descriptors. */
+export async function sendStorm(channel: Channel, count: number): Promise<void> {
+  for (let n = 0; n < count; n++) {
+    const fds = devNulls(n % 4)
+    await channel.send({ data: stormPayload(n), fds, move: true })
+  }
+}
+
+/** Receives `count` storm messages and checks each is whole and in order. */
+export async function receiveStorm(channel: Channel, count: number): Promise<void> {
+  for (let n = 0; n < count; n++) {
+    const message = await channel.recv({ maxFds: 4, maxBytes: 1024 * 1024 })
+    const expected = stormPayload(n)
+    const fds = message.fds.length
+    for (const fd of message.fds) fd.close()
+    if (!message.data.equals(expected) || fds !== n % 4) {
+      throw new Error(`storm message ${n}: ${message.data.length} bytes and ${fds} descriptors, expected ${expected.length} and ${n % 4}`)
+    }
   }
 }

@@ -434,12 +434,24 @@ impl Channel {
                 }
                 let per_frame = match self.kind {
                     SocketType::Stream => None,
-                    _ => Some(frame::DATAGRAM_FRAME_PAYLOAD),
+                    _ => Some(self.record_payload(data.len())?),
                 };
                 let frames = frame::encode(data, fds.len(), limit, per_frame);
                 Ok(frames.into_iter().map(|f| (f.bytes, f.fds)).collect())
             }
         }
+    }
+
+    /// Payload bytes per record: the protocol's, or fewer when the socket's
+    /// send buffer cannot hold a record that large (Linux refuses a record
+    /// over SO_SNDBUF - 32 bytes with EMSGSIZE). Payloads that fit the
+    /// smallest buffer a socket can have skip asking.
+    fn record_payload(&self, len: usize) -> Result<usize> {
+        if len + frame::HEADER_LEN <= sys::SMALLEST_RECORD_LIMIT {
+            return Ok(frame::DATAGRAM_FRAME_PAYLOAD);
+        }
+        let fits = sys::record_limit(self.sock.as_fd())?.saturating_sub(frame::HEADER_LEN);
+        Ok(frame::DATAGRAM_FRAME_PAYLOAD.min(fits).max(1))
     }
 
     fn queue(

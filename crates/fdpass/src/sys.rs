@@ -535,6 +535,27 @@ pub fn send_with_fds(
     }
 }
 
+/// Largest record `record_limit` can report: Linux's SOCK_MIN_SNDBUF
+/// (2 × (2048 + an sk_buff), 4,608 on 64-bit) less the 32 bytes
+/// `unix_dgram_sendmsg` keeps back. Elsewhere the protocol's record size
+/// already fits the default buffers.
+pub const SMALLEST_RECORD_LIMIT: usize = if cfg!(any(target_os = "linux", target_os = "android")) {
+    4608 - 32
+} else {
+    usize::MAX
+};
+
+/// Bytes one record (seqpacket, datagram) may carry on `sock`: its SO_SNDBUF
+/// less 32 on Linux, where a larger record fails with EMSGSIZE.
+pub fn record_limit(sock: BorrowedFd<'_>) -> Result<usize> {
+    if SMALLEST_RECORD_LIMIT == usize::MAX {
+        return Ok(usize::MAX);
+    }
+    let sndbuf =
+        socket::getsockopt(&sock, sockopt::SndBuf).map_err(|e| Error::sys("getsockopt", e))?;
+    Ok(sndbuf.saturating_sub(32))
+}
+
 fn send_flags(kind: SocketType) -> MsgFlags {
     #[allow(unused_mut)]
     let mut flags = MsgFlags::MSG_NOSIGNAL;

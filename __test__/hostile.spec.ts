@@ -1,0 +1,236 @@
+// Hostile and faulty peers, each a real process (peers/hostile.ts) on the
+// other end of a channel: whatever they send or however they fail, this side
+// reports a typed error, keeps what it can, and leaks no descriptor.
+import { readFileSync, readlinkSync } from 'node:fs'
+import { join } from 'node:path'
+
+import test, { type ExecutionContext } from 'ava'
+
+import { spawnWithChannel, type Channel, type SocketType } from 'fdpass'
+
+import { devNulls, fdCount, Process, receiveStorm, sendStorm, settledFdCount, shrinkSocketBuffers, type Line } from './helpers'
+
+const HOSTILE = join(__dirname, 'peers', 'hostile.js')
+
+interface Started {
+  peer: Process
+  channel: Channel
+  /** This process's descriptor count before the peer started. */
+  before: number
+}
+
+/**
+ * Starts hostile.js in `role` with a framed channel to it; `wrapper` runs in
+ * front of node (to lower a limit or drop privileges). Teardown kills the
+ * peer and closes the channel if the case did not.
+ */
+function start(t: ExecutionContext, role: string, args: string[] = [], options: { wrapper?: string[]; type?: SocketType } = {}): Started {
+  const before = fdCount()
+  const [command, ...prefix] = [...(options.wrapper ?? []), process.execPath]
+  const { child, channel } = spawnWithChannel(command as string, [...prefix, HOSTILE, role, ...args], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    type: options.type,
+  })
+  const peer = new Process(child)
+  t.teardown(() => {
+    channel.close()
+    child.kill('SIGKILL')
+  })
+  return { peer, channel, before }
+}
+
+/** Closes the channel, waits for the peer, and checks this process is back at its baseline. */
+async function finish(t: ExecutionContext, { peer, channel, before }: Started, exitCode: number | null = 0): Promise<void> {
+  channel.close()
+  t.is(await peer.exited, exitCode, peer.stderr)
+  t.is(await settledFdCount(before), before, 'this process ends at its descriptor baseline')
+}
+
+/** A shell in front of node that lowers RLIMIT_NOFILE to `limit`. */
+function withLimit(limit: number): string[] {
+  return ['sh', '-c', `ulimit -n ${limit} && exec "$0" "$@"`]
+}
+
+test.serial('a peer flooding descriptors nobody asked for: each message is refused and closed, the table stays flat, the next message arrives', async (t) => {
+  const flood = 500
+  const started = start(t, 'flood-framed', [String(flood)])
+  const { peer, channel, before } = started
+  let most = 0
+  for (let i = 0; i < flood; i++) {
+    await t.throwsAsync(peer.within(channel.recv({ maxFds: 0 })), { code: 'ERR_FDPASS_TOO_MANY_FDS' })
+    most = Math.max(most, fdCount())
+  }
+  const after = await peer.within(channel.recv({ maxFds: 0 }))
+  t.is(after.data.toString(), 'after the flood')
+  // The channel's socket, plus at most one message's four descriptors held at a time.
+  t.true(most <= before + 1 + 4, `at most ${most - before} descriptors held during a flood of ${flood * 4}`)
+  await finish(t, started)
+})
+
+test.serial('descriptors riding on bytes that are no frame: ERR_FDPASS_PROTOCOL, all closed, and the flood stops when this side closes', async (t) => {
+  const started = start(t, 'flood-unframed')
+  const { peer, channel } = started
+  const err = await t.throwsAsync(peer.within(channel.recv()), { code: 'ERR_FDPASS_PROTOCOL' })
+  t.regex(err?.message ?? '', /bad frame magic/)
+  await t.throwsAsync(channel.recv(), { code: 'ERR_FDPASS_CLOSED' }, 'the stream is out of step: it ends')
+  channel.close()
+  const stopped = await peer.within(peer.line((l) => 'stoppedBy' in l))
+  t.true(['EPIPE', 'ECONNRESET'].includes(stopped.stoppedBy as string), JSON.stringify(stopped))
+  await finish(t, started)
+})
+
+test.serial('a frame header declaring 5 descriptors with 2 sent: ERR_FDPASS_PROTOCOL, and the 2 are closed', async (t) => {
+  const started = start(t, 'claim-more-fds')
+  const { peer, channel } = started
+  const err = await t.throwsAsync(peer.within(channel.recv({ maxFds: 8 })), { code: 'ERR_FDPASS_PROTOCOL' })
+  t.regex(err?.message ?? '', /declares 5 descriptors but 2 arrived/)
+  peer.step()
+  await finish(t, started)
+})
+
+test.serial('a frame header declaring 1,000 bytes with 10 sent, then close: ERR_FDPASS_PROTOCOL, its 3 descriptors closed', async (t) => {
+  const started = start(t, 'claim-more-bytes')
+  const { peer, channel } = started
+  const err = await t.throwsAsync(peer.within(channel.recv({ maxFds: 8 })), { code: 'ERR_FDPASS_PROTOCOL' })
+  t.regex(err?.message ?? '', /middle of a message; 3 descriptors of it were closed/)
+  await finish(t, started)
+})
+
+test.serial('a peer killed in the middle of a frame: ERR_FDPASS_PROTOCOL, its descriptors closed', async (t) => {
+  const started = start(t, 'die-mid-frame')
+  const { peer, channel } = started
+  await peer.within(peer.line((l) => l.sentHalf === true))
+  peer.child.kill('SIGKILL')
+  const err = await t.throwsAsync(channel.recv({ maxFds: 8 }), { code: 'ERR_FDPASS_PROTOCOL' })
+  t.regex(err?.message ?? '', /middle of a message; 2 descriptors of it were closed/)
+  await finish(t, started, null)
+})
+
+/** The inode of the socket `fd` of this process. */
+function socketInode(fd: number): number {
+  return Number(/socket:\[(\d+)\]/.exec(readlinkSync(`/proc/self/fd/${fd}`))?.[1])
+}
+
+test.serial('a peer that sends its own socket over itself and exits: the channel lives on through it until it is closed, then ends', async (t) => {
+  const started = start(t, 'send-itself')
+  const { peer, channel } = started
+  const message = await peer.within(channel.recv())
+  const { inode } = await peer.line((l) => 'inode' in l)
+  t.is(await peer.exited, 0)
+  t.is(message.data.toString(), 'my own socket')
+  t.is(message.fds.length, 1)
+  const [itself] = message.fds
+  t.is(itself!.kind, 'unix-stream')
+  t.is(socketInode(itself!.fd), inode as number, 'the descriptor is the peer’s own end of this channel')
+  // The peer process is gone, but its socket is alive in this process: the
+  // channel has no end of stream, and what is sent through that socket arrives.
+  const loop = itself!.toChannel()
+  await loop.send({ data: 'round the loop' })
+  t.is((await channel.recv()).data.toString(), 'round the loop')
+  loop.close()
+  await t.throwsAsync(channel.recv(), { code: 'ERR_FDPASS_CLOSED' }, 'closing the last copy ends the channel')
+  await finish(t, started)
+})
+
+test.serial('a peer that sends its own socket over itself and exits: closing the channel unread frees that socket', async (t) => {
+  const started = start(t, 'send-itself')
+  const { peer } = started
+  const { inode } = await peer.within(peer.line((l) => 'inode' in l))
+  t.is(await peer.exited, 0)
+  const listed = (): boolean => readFileSync('/proc/net/unix', 'utf8').split('\n').some((row) => row.trim().split(/\s+/)[6] === String(inode))
+  t.true(listed(), 'the peer’s socket outlives the peer while it is queued here')
+  await finish(t, started)
+  while (listed()) await new Promise((resolve) => setTimeout(resolve, 10))
+  t.pass('the kernel released the socket once the queue holding it was closed')
+})
+
+test.serial('a receiver at its descriptor limit: the message fails with EMFILE, the kernel releases the rest, the next message arrives', async (t) => {
+  const started = start(t, 'receive-at-the-limit', ['3'], { wrapper: withLimit(256) })
+  const { peer, channel } = started
+  t.is((await peer.within(channel.recv())).data.toString(), 'ready')
+  await channel.send({ data: 'eight descriptors', fds: devNulls(8), move: true })
+  await channel.send({ data: 'after', fds: devNulls(1), move: true })
+  const result = await peer.within(peer.line((l) => 'failure' in l))
+  const failure = result.failure as Line
+  t.is(failure.code, 'EMFILE', JSON.stringify(failure))
+  t.is(failure.syscall, 'recvmsg')
+  t.regex(failure.message as string, /could not install the descriptors of a message/)
+  t.is(result.atLimitAfter, result.before, 'the three that were installed were closed')
+  t.is(result.next, 'after')
+  t.is(result.nextFds, 1)
+  await finish(t, started)
+})
+
+test.serial('a sender over its in-flight limit gets ETOOMANYREFS as a typed error, and sends again once the receiver reads', async (t) => {
+  // Root (CAP_SYS_ADMIN or CAP_SYS_RESOURCE) is exempt from the limit: drop every capability first.
+  const dropPrivileges =
+    process.getuid?.() === 0 ? ['setpriv', '--inh-caps=-all', '--bounding-set=-all', '--securebits=+noroot,+noroot_locked', '--'] : []
+  const started = start(t, 'send-until-too-many-in-flight', [], { wrapper: [...dropPrivileges, ...withLimit(64)] })
+  const { peer, channel } = started
+  const stopped = await peer.within(peer.line((l) => 'failure' in l))
+  const failure = stopped.failure as Line
+  t.is(failure.code, 'ETOOMANYREFS', JSON.stringify(stopped))
+  t.is(failure.syscall, 'sendmsg')
+  t.regex(failure.message as string, /RLIMIT_NOFILE/)
+  t.true((stopped.sent as number) >= 1)
+  for (let i = 0; i < (stopped.sent as number); i++) {
+    const m = await channel.recv({ maxFds: 8 })
+    t.is(m.fds.length, 8)
+    for (const fd of m.fds) fd.close()
+  }
+  peer.step()
+  const after = await peer.within(channel.recv({ maxFds: 8 }))
+  t.is(after.data.toString(), 'after')
+  for (const fd of after.fds) fd.close()
+  await peer.within(peer.line((l) => l.after === true))
+  peer.step()
+  await finish(t, started)
+})
+
+test.serial('signals delivered in a tight loop to both processes: every message arrives whole and in order, both ways', async (t) => {
+  const count = 100
+  const started = start(t, 'signalled', [String(count)])
+  const { peer, channel } = started
+  let received = 0
+  const onSignal = (): void => {
+    received += 1
+  }
+  process.on('SIGUSR2', onSignal)
+  await peer.within(peer.line((l) => l.ready === true))
+  let storming = true
+  const storm = (async () => {
+    while (storming) {
+      process.kill(peer.pid, 'SIGUSR2')
+      process.kill(process.pid, 'SIGUSR2')
+      await new Promise((resolve) => setImmediate(resolve))
+    }
+  })()
+  try {
+    await peer.within(sendStorm(channel, count))
+    await peer.within(receiveStorm(channel, count))
+  } finally {
+    storming = false
+    await storm
+    process.off('SIGUSR2', onSignal)
+  }
+  const { signals } = await peer.line((l) => 'signals' in l)
+  t.true((signals as number) > 0 && received > 0, `signals handled: ${String(signals)} there, ${received} here`)
+  peer.step()
+  await finish(t, started)
+})
+
+for (const type of ['stream', 'seqpacket'] as const) {
+  test.serial(`socket buffers at the kernel's minimum on both ends: large framed messages arrive whole and in order, both ways, ${type}`, async (t) => {
+    const count = 60
+    const started = start(t, 'tiny-buffers', [String(count)], { type })
+    const { peer, channel } = started
+    const theirs = await peer.within(peer.line((l) => 'sndbuf' in l))
+    const ours = shrinkSocketBuffers(channel.fd)
+    t.true(ours < 16 * 1024 && (theirs.sndbuf as number) < 16 * 1024, `SO_SNDBUF ${ours} here, ${String(theirs.sndbuf)} there`)
+    await peer.within(sendStorm(channel, count))
+    await peer.within(receiveStorm(channel, count))
+    await peer.within(peer.line((l) => l.done === true))
+    peer.step()
+    await finish(t, started)
+  })
+}

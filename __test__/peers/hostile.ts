@@ -1,0 +1,199 @@
+/**
+ * Hostile and faulty peers for hostile.spec.ts, and the receivers and senders
+ * that run under a low descriptor limit or a storm. Usage:
+ * node hostile.js ROLE [ARGS]. Each role takes its channel from its parent
+ * (spawnWithChannel) and prints JSON lines as it goes.
+ */
+import { closeSync, openSync, readlinkSync } from 'node:fs'
+
+import { inheritedChannel, type Channel, type Message } from 'fdpass'
+
+import { devNulls, fdCount, receiveStorm, sendStorm, shrinkSocketBuffers } from '../helpers'
+
+const report = (line: Record<string, unknown>): void => {
+  process.stdout.write(`${JSON.stringify(line)}\n`)
+}
+/** Waits for the spec's next step (a line on stdin); stdin keeps the process alive only meanwhile. */
+function stdinLine(): Promise<void> {
+  const stdin = process.stdin as NodeJS.ReadStream & { ref?: () => void; unref?: () => void }
+  stdin.ref?.()
+  stdin.resume()
+  return new Promise((resolve) =>
+    stdin.once('data', () => {
+      stdin.pause()
+      stdin.unref?.()
+      resolve()
+    }),
+  )
+}
+
+/** A frame header of PROTOCOL.md, written by hand so that it can lie. */
+function frameHeader(fds: number, payloadLength: number, flags = 0): Buffer {
+  const header = Buffer.alloc(12)
+  header.write('FD', 0, 'latin1')
+  header[2] = 1
+  header[3] = flags
+  header.writeUInt16LE(fds, 4)
+  header.writeUInt32LE(payloadLength, 8)
+  return header
+}
+
+const roles: Record<string, (channel: Channel, args: string[]) => Promise<void>> = {
+  /** Well-framed messages with descriptors nobody asked for, as fast as it can. */
+  async 'flood-framed'(channel, [count]) {
+    for (let i = 0; i < Number(count); i++) await channel.send({ data: `flood ${i}`, fds: devNulls(4), move: true })
+    await channel.send({ data: 'after the flood' })
+    report({ sent: Number(count) })
+  },
+
+  /** Descriptors with bytes that are no frame, until the receiver hangs up. */
+  async 'flood-unframed'(channel) {
+    let sent = 0
+    try {
+      for (;;) {
+        await channel.send({ data: 'not a frame header', fds: devNulls(4), move: true })
+        sent += 1
+      }
+    } catch (err) {
+      report({ sent, stoppedBy: (err as { code?: string }).code })
+    }
+  },
+
+  /** A header that declares 5 descriptors, with 2 sent. */
+  async 'claim-more-fds'(channel) {
+    await channel.send({ data: Buffer.concat([frameHeader(5, 3), Buffer.from('abc')]), fds: devNulls(2), move: true })
+    await stdinLine()
+    channel.close()
+  },
+
+  /** A header that declares 1,000 payload bytes, with 10 sent, then an orderly close. */
+  async 'claim-more-bytes'(channel) {
+    await channel.send({ data: Buffer.concat([frameHeader(3, 1000), Buffer.alloc(10, 7)]), fds: devNulls(3), move: true })
+    channel.close()
+  },
+
+  /** Half a frame with descriptors, then it waits to be killed. */
+  async 'die-mid-frame'(channel) {
+    await channel.send({ data: Buffer.concat([frameHeader(2, 64 * 1024), Buffer.alloc(1000, 1)]), fds: devNulls(2), move: true })
+    report({ sentHalf: true })
+    await new Promise(() => undefined)
+  },
+
+  /** Sends its own end of the channel over itself, then exits without closing it. */
+  async 'send-itself'(channel) {
+    const inode = /socket:\[(\d+)\]/.exec(readlinkSync(`/proc/self/fd/${channel.fd}`))?.[1]
+    await channel.send({ data: 'my own socket', fds: [channel.fd] })
+    report({ inode: Number(inode) })
+    process.exit(0)
+  },
+
+  /**
+   * Fills its descriptor table to `room` free slots below RLIMIT_NOFILE, has
+   * the parent send, and receives: the message with more descriptors than fit
+   * must fail with EMFILE; the next one, after the table is freed, arrives.
+   */
+  async 'receive-at-the-limit'(channel, [room]) {
+    const filler: number[] = []
+    for (;;) {
+      try {
+        filler.push(openSync('/dev/null', 'r'))
+      } catch (err) {
+        if ((err as { code?: string }).code !== 'EMFILE') throw err
+        break
+      }
+    }
+    for (let i = 0; i < Number(room); i++) closeSync(filler.pop() as number)
+    const before = fdCount()
+    await channel.send({ data: 'ready' })
+    let failure: Record<string, unknown> = {}
+    try {
+      const m = await channel.recv({ maxFds: 64 })
+      failure = { unexpected: `a message of ${m.fds.length} descriptors arrived` }
+      for (const fd of m.fds) fd.close()
+    } catch (err) {
+      const e = err as { code?: string; errno?: number; syscall?: string; message: string }
+      failure = { code: e.code, errno: e.errno, syscall: e.syscall, message: e.message }
+    }
+    const atLimitAfter = fdCount()
+    for (const fd of filler) closeSync(fd)
+    const next: Message = await channel.recv({ maxFds: 64 })
+    report({ failure, before, atLimitAfter, next: next.data.toString(), nextFds: next.fds.length })
+    for (const fd of next.fds) fd.close()
+    channel.close()
+  },
+
+  /**
+   * Sends messages of 8 descriptors to a receiver that does not read, until
+   * the kernel refuses more in flight (ETOOMANYREFS, over RLIMIT_NOFILE);
+   * then, once the receiver has read them, sends one more.
+   */
+  async 'send-until-too-many-in-flight'(channel) {
+    let sent = 0
+    let failure: Record<string, unknown> = {}
+    const held = devNulls(8)
+    for (;;) {
+      try {
+        await channel.send({ data: `batch ${sent}`, fds: held })
+        sent += 1
+      } catch (err) {
+        const e = err as { code?: string; errno?: number; syscall?: string; message: string }
+        failure = { code: e.code, errno: e.errno, syscall: e.syscall, message: e.message }
+        break
+      }
+      if (sent > 10_000) break
+    }
+    report({ sent, failure, open: fdCount() })
+    await stdinLine()
+    await channel.send({ data: 'after', fds: held })
+    for (const fd of held) closeSync(fd)
+    report({ after: true })
+    await stdinLine()
+    channel.close()
+  },
+
+  /** Sends and receives messages with descriptors while its parent signals it in a tight loop. */
+  async signalled(channel, [count]) {
+    let signals = 0
+    process.on('SIGUSR2', () => (signals += 1))
+    report({ ready: true })
+    await receiveStorm(channel, Number(count))
+    await sendStorm(channel, Number(count))
+    report({ signals })
+    await stdinLine()
+    channel.close()
+  },
+
+  /** Receives a storm, then sends one back, on a socket whose buffers it shrank to the minimum. */
+  async 'tiny-buffers'(channel, [count]) {
+    const sndbuf = shrinkSocketBuffers(channel.fd)
+    report({ sndbuf })
+    await receiveStorm(channel, Number(count))
+    await sendStorm(channel, Number(count))
+    report({ done: true })
+    await stdinLine()
+    channel.close()
+  },
+}
+
+/** Roles that write frames by hand (or no frames at all). */
+const WRITES_RAW_BYTES = new Set(['flood-unframed', 'claim-more-fds', 'claim-more-bytes', 'die-mid-frame'])
+
+async function main(): Promise<void> {
+  const [role, ...args] = process.argv.slice(2)
+  const run = roles[role as string]
+  if (!run) throw new Error(`usage: hostile.js ROLE [ARGS]; unknown role ${role}`)
+  await run(inheritedChannel({ framing: WRITES_RAW_BYTES.has(role as string) ? 'raw' : 'framed' }), args)
+}
+
+// Give up if the spec that started this peer is gone.
+setTimeout(() => {
+  console.error('hostile peer: gave up after 60 s')
+  process.exit(2)
+}, 60_000).unref()
+
+if (require.main === module) {
+  main().catch((err: unknown) => {
+    console.error(err)
+    process.exitCode = 1
+  })
+}

@@ -14,5 +14,7 @@ export declare function outOfRange(name: string, range: string, actual: unknown)
 export declare function closedError(what: string): FdpassError;
 export declare function abortError(signal: AbortSignal): Error;
 export declare function validateInteger(name: string, value: unknown, min: number, max: number): number;
+/** An optional boolean option: `undefined` stays `undefined`. */
+export declare function validateBoolean(name: string, value: unknown): boolean | undefined;
 export declare function validateSignal(name: string, signal: unknown): AbortSignal | undefined;
 export declare function validateObject<T extends object>(name: string, value: unknown): Partial<T>;

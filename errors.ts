@@ -46,6 +46,12 @@ export function validateInteger(name: string, value: unknown, min: number, max: 
   return value
 }
 
+/** An optional boolean option: `undefined` stays `undefined`. */
+export function validateBoolean(name: string, value: unknown): boolean | undefined {
+  if (value !== undefined && typeof value !== 'boolean') throw invalidArgType(name, 'of type boolean', value)
+  return value
+}
+
 export function validateSignal(name: string, signal: unknown): AbortSignal | undefined {
   if (signal === undefined) return undefined
   if (!(signal instanceof AbortSignal)) throw invalidArgType(name, 'an instance of AbortSignal', signal)

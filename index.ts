@@ -19,6 +19,7 @@ import {
   closedError,
   invalidArgType,
   makeError,
+  validateBoolean,
   validateInteger,
   validateObject,
   validateSignal,
@@ -262,8 +263,21 @@ function isMovedFd(entry: unknown): entry is MovedFd {
 function descriptorOf(entry: unknown, index: number): number {
   // The common case first, without building the name an error would need.
   if (typeof entry === 'number' && Number.isInteger(entry) && entry >= 0 && entry <= MAX_FD_NUMBER) return entry
-  if (isMovedFd(entry)) return holderFd(entry.fd, `fds[${index}].fd`)
+  if (isMovedFd(entry)) {
+    validateBoolean(`fds[${index}].move`, entry.move)
+    return holderFd(entry.fd, `fds[${index}].fd`)
+  }
   return holderFd(entry, `fds[${index}]`)
+}
+
+/** Whether `view`'s buffer was transferred away (a view on it can no longer be made). */
+function isDetached(view: Uint8Array): boolean {
+  try {
+    new Uint8Array(view.buffer, 0, 0)
+    return false
+  } catch {
+    return true
+  }
 }
 
 /**
@@ -585,6 +599,9 @@ export interface StreamOptions {
  * and then the first failure is thrown.
  */
 export function closeAll(fds: Iterable<ReceivedFd>): void {
+  if (typeof (fds as Partial<Iterable<unknown>> | null | undefined)?.[Symbol.iterator] !== 'function') {
+    throw invalidArgType('fds', 'an iterable of ReceivedFd', fds)
+  }
   const list = Array.isArray(fds) ? (fds as readonly unknown[]) : [...fds]
   // Checked before any is released, so bad input changes nothing.
   for (const received of list) {
@@ -831,6 +848,7 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
    * is false.
    */
   refuseFds(refuse = true): void {
+    validateBoolean('refuse', refuse)
     const handle = this.#native
     if (handle === null) throw closedError('channel')
     native.setAcceptsFds(handle.fd, !refuse)
@@ -846,6 +864,10 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
     if (message === undefined) throw invalidArgType('message', 'of type object', message)
     const data = typeof opts.data === 'string' ? Buffer.from(opts.data) : (opts.data ?? Buffer.alloc(0))
     if (!(data instanceof Uint8Array)) throw invalidArgType('message.data', 'a string, Buffer or Uint8Array', opts.data)
+    if (data.byteLength === 0 && isDetached(data)) {
+      throw makeError(TypeError, 'ERR_INVALID_ARG_VALUE', 'The "message.data" argument is a view of a detached ArrayBuffer (transferred away): its bytes are gone')
+    }
+    validateBoolean('message.move', opts.move)
     const holders = opts.fds ?? []
     if (!Array.isArray(holders)) throw invalidArgType('message.fds', 'an array', holders)
     const numbers = numberScratch(holders.length)
@@ -1086,6 +1108,8 @@ export function spawnWithChannel(
   args: readonly string[] = [],
   options: SpawnWithChannelOptions = {},
 ): { child: ChildProcess; channel: Channel } {
+  if (typeof command !== 'string') throw invalidArgType('command', 'of type string', command)
+  if (!Array.isArray(args)) throw invalidArgType('args', 'an array of strings', args)
   const opts = validateObject<SpawnWithChannelOptions>('options', options)
   const at = opts.fd === undefined ? 3 : validateInteger('options.fd', opts.fd, 0, 1024)
   const { fd: _fd, type, framing, stdio, env, ...spawnOptions } = opts
@@ -1141,7 +1165,7 @@ export function inheritedChannel(options: ChannelOptions = {}): Channel {
 function addressOptions<T extends ConnectOptions | ListenOptions>(name: string, target: unknown): Partial<T> & { path: string } {
   const opts = (typeof target === 'string' ? { path: target } : validateObject<T>(name, target)) as Partial<T>
   if (typeof opts.path !== 'string' || opts.path.length === 0) throw invalidArgType(`${name}.path`, 'a non-empty string', opts.path)
-  if (opts.abstract !== undefined && typeof opts.abstract !== 'boolean') throw invalidArgType(`${name}.abstract`, 'of type boolean', opts.abstract)
+  validateBoolean(`${name}.abstract`, opts.abstract)
   return opts as Partial<T> & { path: string }
 }
 
@@ -1349,6 +1373,7 @@ export function listen(target: string | ListenOptions, connectionListener?: (cha
   }
   const backlog = opts.backlog === undefined ? 511 : validateInteger('target.backlog', opts.backlog, 0, 0x7fffffff)
   if (opts.allow !== undefined && typeof opts.allow !== 'function') throw invalidArgType('target.allow', 'a function', opts.allow)
+  validateBoolean('target.refuseFds', opts.refuseFds)
   const handle = native.listen({
     path: opts.path,
     abstractName: opts.abstract === true,

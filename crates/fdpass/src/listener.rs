@@ -14,13 +14,14 @@ pub enum Address {
 }
 
 impl Address {
-    fn to_unix_addr(&self) -> Result<nix::sys::socket::UnixAddr> {
+    /// The socket address; an error names `syscall`, the call it is for.
+    fn to_unix_addr(&self, syscall: &'static str) -> Result<nix::sys::socket::UnixAddr> {
         match self {
             Address::Path(p) => {
                 use std::os::unix::ffi::OsStrExt;
-                sys::unix_addr(p.as_os_str().as_bytes(), false)
+                sys::unix_addr(p.as_os_str().as_bytes(), false, syscall)
             }
-            Address::Abstract(name) => sys::unix_addr(name, true),
+            Address::Abstract(name) => sys::unix_addr(name, true, syscall),
         }
     }
 }
@@ -78,7 +79,7 @@ impl Listener {
         if !opts.accept_fds {
             sys::set_accepts_fds(sock.as_fd(), false)?;
         }
-        let addr = opts.address.to_unix_addr()?;
+        let addr = opts.address.to_unix_addr("bind")?;
         sys::bind(sock.as_fd(), &addr)?;
         let mut created = None;
         if let Address::Path(path) = &opts.address {
@@ -142,8 +143,8 @@ impl Drop for Listener {
 /// Starts connecting to `address` without blocking. The channel may still be
 /// connecting: then wait until it is writable and call `Channel::poll_connect`.
 pub fn connect(address: &Address, socket_type: SocketType, mode: Mode) -> Result<Channel> {
+    let addr = address.to_unix_addr("connect")?;
     let sock = sys::new_socket(socket_type)?;
-    let addr = address.to_unix_addr()?;
     let done = sys::connect(sock.as_fd(), &addr)?;
     let mut channel = Channel::new(sock, socket_type, mode);
     if !done {

@@ -405,11 +405,11 @@ pub fn socket_family(fd: BorrowedFd<'_>) -> Result<Option<AddressFamily>> {
 // ---------------------------------------------------------------------------
 // Addresses, listening, connecting
 
-pub fn unix_addr(path: &[u8], abstract_name: bool) -> Result<UnixAddr> {
+pub fn unix_addr(path: &[u8], abstract_name: bool, syscall: &'static str) -> Result<UnixAddr> {
     if abstract_name {
         #[cfg(any(target_os = "linux", target_os = "android"))]
         {
-            return UnixAddr::new_abstract(path).map_err(|e| Error::sys("bind", e));
+            return UnixAddr::new_abstract(path).map_err(|e| Error::sys(syscall, e));
         }
         #[cfg(not(any(target_os = "linux", target_os = "android")))]
         {
@@ -418,7 +418,7 @@ pub fn unix_addr(path: &[u8], abstract_name: bool) -> Result<UnixAddr> {
             ));
         }
     }
-    UnixAddr::new(std::ffi::OsStr::from_bytes(path)).map_err(|e| Error::sys("bind", e))
+    UnixAddr::new(std::ffi::OsStr::from_bytes(path)).map_err(|e| Error::sys(syscall, e))
 }
 
 pub fn bind(fd: BorrowedFd<'_>, addr: &UnixAddr) -> Result<()> {

@@ -54,7 +54,8 @@ function withLimit(limit: number): string[] {
 test.serial('a peer flooding descriptors nobody asked for: each message is refused and closed, the table stays flat, the next message arrives', async (t) => {
   const flood = 500
   const started = start(t, 'flood-framed', [String(flood)])
-  const { peer, channel, before } = started
+  const { peer, channel } = started
+  const baseline = fdCount() // with the channel and the pipes to the peer
   let most = 0
   for (let i = 0; i < flood; i++) {
     await t.throwsAsync(peer.within(channel.recv({ maxFds: 0 })), { code: 'ERR_FDPASS_TOO_MANY_FDS' })
@@ -62,8 +63,8 @@ test.serial('a peer flooding descriptors nobody asked for: each message is refus
   }
   const after = await peer.within(channel.recv({ maxFds: 0 }))
   t.is(after.data.toString(), 'after the flood')
-  // The channel's socket, plus at most one message's four descriptors held at a time.
-  t.true(most <= before + 1 + 4, `at most ${most - before} descriptors held during a flood of ${flood * 4}`)
+  // At most one message's four descriptors are held at a time.
+  t.true(most <= baseline + 4, `at most ${most - baseline} descriptors held during a flood of ${flood * 4}`)
   await finish(t, started)
 })
 
@@ -140,8 +141,9 @@ test.serial('a peer that sends its own socket over itself and exits: closing the
   const listed = (): boolean => readFileSync('/proc/net/unix', 'utf8').split('\n').some((row) => row.trim().split(/\s+/)[6] === String(inode))
   t.true(listed(), 'the peer’s socket outlives the peer while it is queued here')
   await finish(t, started)
-  while (listed()) await new Promise((resolve) => setTimeout(resolve, 10))
-  t.pass('the kernel released the socket once the queue holding it was closed')
+  // The kernel frees it once the queue holding it is gone (fput may defer to a worker).
+  for (let i = 0; i < 500 && listed(); i++) await new Promise((resolve) => setTimeout(resolve, 10))
+  t.false(listed(), 'the kernel released the socket once the queue holding it was closed')
 })
 
 test.serial('a receiver at its descriptor limit: the message fails with EMFILE, the kernel releases the rest, the next message arrives', async (t) => {
@@ -172,7 +174,8 @@ test.serial('a sender over its in-flight limit gets ETOOMANYREFS as a typed erro
   t.is(failure.code, 'ETOOMANYREFS', JSON.stringify(stopped))
   t.is(failure.syscall, 'sendmsg')
   t.regex(failure.message as string, /RLIMIT_NOFILE/)
-  t.true((stopped.sent as number) >= 1)
+  // Other processes of this user (root: the other test worker) count towards
+  // the same in-flight total, so the first send may already be refused.
   for (let i = 0; i < (stopped.sent as number); i++) {
     const m = await channel.recv({ maxFds: 8 })
     t.is(m.fds.length, 8)
@@ -200,7 +203,11 @@ test.serial('signals delivered in a tight loop to both processes: every message 
   let storming = true
   const storm = (async () => {
     while (storming) {
-      process.kill(peer.pid, 'SIGUSR2')
+      try {
+        process.kill(peer.pid, 'SIGUSR2')
+      } catch {
+        break // the peer is gone: its failure is what the test reports
+      }
       process.kill(process.pid, 'SIGUSR2')
       await new Promise((resolve) => setImmediate(resolve))
     }

@@ -658,6 +658,12 @@ impl Channel {
             return Err(Error::PeerClosed);
         }
         if let Some(errno) = got.fds_dropped {
+            if self.kind == SocketType::Stream {
+                // The read may hold bytes of earlier writes and only part of the
+                // one that carried them: with no framing to tell them apart,
+                // the stream cannot go on.
+                self.eof = true;
+            }
             return Err(Error::DescriptorsDropped {
                 arrived: got.fds.len(),
                 errno,

@@ -13,11 +13,17 @@ use crate::frame::{self, Limits, LookAhead, Message, RecordReassembler, StreamRe
 use crate::sys::{self, ControlOutcome};
 
 /// Descriptors made for one run, handed to the code under test, and checked
-/// at the end: once everything is dropped, none may be open.
+/// at the end: once everything is dropped, none may be open. Numbers rise
+/// within a run and are never reused, so a descriptor closed twice, or one
+/// left open, cannot hide behind a later one that got the same number. The
+/// harnesses share the process's descriptor table: run one at a time.
 struct Tracker {
     template: OwnedFd,
     made: Vec<RawFd>,
 }
+
+/// Where a run's numbers start: above what a test process has open.
+const FIRST_NUMBER: RawFd = 64;
 
 impl Tracker {
     fn new() -> Tracker {
@@ -30,7 +36,8 @@ impl Tracker {
     }
 
     fn make(&mut self) -> OwnedFd {
-        let fd = sys::dup_cloexec(self.template.as_raw_fd()).expect("dup");
+        let lowest = self.made.last().map_or(FIRST_NUMBER, |&last| last + 1);
+        let fd = sys::dup_cloexec_at_least(self.template.as_raw_fd(), lowest).expect("dup");
         self.made.push(fd.as_raw_fd());
         fd
     }
@@ -39,8 +46,7 @@ impl Tracker {
         (0..n).map(|_| self.make()).collect()
     }
 
-    /// Call only after dropping everything that came back: numbers are not
-    /// reused before this, so an open one is a leak.
+    /// Call only after dropping everything that came back: an open one is a leak.
     fn assert_all_closed(&self) {
         for &fd in &self.made {
             assert!(sys::check_open(fd).is_err(), "descriptor {fd} leaked");
@@ -97,7 +103,21 @@ pub fn control(data: &[u8]) {
         buffer[at..at + 4].copy_from_slice(&raw.to_ne_bytes());
         handed.push(raw);
     }
-    match sys::adopt_received(&buffer, written, truncated) {
+    let outcome = sys::adopt_received(&buffer, written, truncated);
+    if truncated && cfg!(any(target_os = "linux", target_os = "android")) {
+        let installed_fewer_than_fit =
+            fds_that_fit(&slots, written, buffer.len()).map(|fit| slots.len() < fit);
+        if let Some(expected) = installed_fewer_than_fit {
+            let got = matches!(outcome, ControlOutcome::NotInstalled(_));
+            assert_eq!(
+                got,
+                expected,
+                "MSG_CTRUNC judged wrongly for {slots:?} in {written}/{}",
+                buffer.len()
+            );
+        }
+    }
+    match outcome {
         ControlOutcome::Whole(fds) | ControlOutcome::NotInstalled(fds) => {
             let got: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
             assert_eq!(
@@ -112,6 +132,26 @@ pub fn control(data: &[u8]) {
         }
     }
     tracker.assert_all_closed();
+}
+
+/// How many descriptors Linux's `scm_detach_fds` would have installed into a
+/// `capacity`-byte buffer, had the message carried enough, for the rights
+/// message that holds `slots` (or, with none, one that would follow the
+/// `written` bytes): `(capacity - offset - sizeof(cmsghdr)) / 4`. `None` when
+/// the slots are not one message's (then there is no one rights header).
+fn fds_that_fit(slots: &[usize], written: usize, capacity: usize) -> Option<usize> {
+    let header = std::mem::size_of::<nix::libc::cmsghdr>();
+    let rights_at = match slots.first() {
+        Some(&first) => {
+            let contiguous = slots.windows(2).all(|w| w[1] == w[0] + 4);
+            if !contiguous {
+                return None;
+            }
+            first - header
+        }
+        None => written.next_multiple_of(std::mem::align_of::<nix::libc::cmsghdr>()),
+    };
+    Some(capacity.saturating_sub(rights_at + header) / 4)
 }
 
 /// Receive limits a run uses: small, so that limits are hit often.

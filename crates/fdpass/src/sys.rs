@@ -209,9 +209,14 @@ pub fn check_open(fd: RawFd) -> Result<()> {
 /// A close-on-exec duplicate, so a queued send stays valid after the caller
 /// closes or reuses its own descriptor number.
 pub fn dup_cloexec(fd: RawFd) -> Result<OwnedFd> {
+    dup_cloexec_at_least(fd, 0)
+}
+
+/// [`dup_cloexec`] to the lowest free number that is at least `lowest`.
+pub fn dup_cloexec_at_least(fd: RawFd, lowest: RawFd) -> Result<OwnedFd> {
     // SAFETY: F_DUPFD_CLOEXEC only reads the table entry of `fd`; an invalid
     // number yields EBADF and no other effect.
-    let raw = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    let raw = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, lowest) };
     if raw == -1 {
         return Err(Error::sys("fcntl", Errno::last()));
     }
@@ -535,12 +540,12 @@ pub fn send_with_fds(
     }
 }
 
-/// Largest record `record_limit` can report: Linux's SOCK_MIN_SNDBUF
-/// (2 × (2048 + an sk_buff), 4,608 on 64-bit) less the 32 bytes
-/// `unix_dgram_sendmsg` keeps back. Elsewhere the protocol's record size
-/// already fits the default buffers.
+/// Smallest record `record_limit` can report, rounded down: Linux's
+/// SOCK_MIN_SNDBUF (2 × (2048 + an sk_buff): 4,608 bytes on 64-bit kernels,
+/// less on 32-bit ones) less the 32 bytes `unix_dgram_sendmsg` keeps back.
+/// Elsewhere the protocol's record size already fits the default buffers.
 pub const SMALLEST_RECORD_LIMIT: usize = if cfg!(any(target_os = "linux", target_os = "android")) {
-    4608 - 32
+    4096 - 32
 } else {
     usize::MAX
 };
@@ -579,9 +584,9 @@ pub struct Received {
     pub fds: Vec<OwnedFd>,
     /// MSG_TRUNC: a datagram or record was longer than the buffer.
     pub data_truncated: bool,
-    /// The kernel could not install every descriptor of the message (this
-    /// errno, EMFILE at the descriptor limit): `fds` holds those it did, and
-    /// it released the rest. The bytes are whole.
+    /// The kernel could not install every descriptor of the message (EMFILE:
+    /// the descriptor limit): `fds` holds those it did, and it released the
+    /// rest. The bytes are whole.
     pub fds_dropped: Option<Errno>,
 }
 
@@ -641,7 +646,7 @@ const CLOEXEC_BY_FCNTL: bool = !cfg!(any(target_os = "linux", target_os = "andro
 /// MSG_CTRUNC, nix-rust/nix#2413), owning each descriptor as it is found. On
 /// MSG_CTRUNC because the buffer was too small, every descriptor that did
 /// arrive is closed and `ControlTruncated` returned; when the kernel could not
-/// install them (EMFILE), the message comes back with `fds_dropped` set.
+/// install them (Linux, EMFILE), the message comes back with `fds_dropped` set.
 /// EINTR is retried.
 pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], control: &mut [u64]) -> Result<Recv> {
     let control_capacity = std::mem::size_of_val(control);
@@ -674,10 +679,7 @@ pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], control: &mut [u64]) 
         let truncated = hdr.msg_flags & libc::MSG_CTRUNC != 0;
         let (fds, fds_dropped) = match adopt_received(control_bytes, written, truncated) {
             ControlOutcome::Whole(fds) => (fds, None),
-            ControlOutcome::NotInstalled(fds) => match descriptor_table_full(sock) {
-                Some(errno) => (fds, Some(errno)),
-                None => return Err(Error::ControlTruncated { arrived: fds.len() }),
-            },
+            ControlOutcome::NotInstalled(fds) => (fds, Some(Errno::EMFILE)),
             ControlOutcome::Truncated { arrived } => {
                 return Err(Error::ControlTruncated { arrived })
             }
@@ -703,8 +705,10 @@ pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], control: &mut [u64]) 
 pub enum ControlOutcome {
     /// Every descriptor of the message.
     Whole(Vec<OwnedFd>),
-    /// MSG_CTRUNC with room left in the buffer: the kernel failed to install
-    /// the rest (a descriptor limit) and released them. These are the ones it did.
+    /// MSG_CTRUNC with room left in the buffer (Linux): the kernel failed to
+    /// install the rest and released them. These are the ones it did. The
+    /// failure is `get_unused_fd_flags`'s EMFILE (a security module refusing
+    /// one is the only other cause), so it is reported as EMFILE.
     NotInstalled(Vec<OwnedFd>),
     /// MSG_CTRUNC because the buffer was full: the `arrived` descriptors that
     /// fit were closed here.
@@ -713,10 +717,12 @@ pub enum ControlOutcome {
 
 /// Takes ownership of the descriptors in the first `written` bytes of
 /// `control` (a control buffer the kernel just filled, `msg_controllen`
-/// bytes of it used) and judges a MSG_CTRUNC (`truncated`): a buffer with room
-/// for another descriptor after the last one means the kernel stopped for a
-/// reason other than room (Linux `scm_detach_fds` stops at the first
-/// descriptor it cannot install).
+/// bytes of it used) and judges a MSG_CTRUNC (`truncated`): on Linux, a
+/// buffer with room for another descriptor after the last one means the
+/// kernel stopped for a reason other than room (`scm_detach_fds` installs up
+/// to `(room - sizeof(cmsghdr)) / 4` and stops at the first it cannot
+/// install). Other kernels report such failures differently, so there every
+/// MSG_CTRUNC is a truncation.
 ///
 /// The SCM_RIGHTS slots must hold descriptors the kernel installed for this
 /// process, as after `recvmsg`; each is owned by the result from here on.
@@ -740,29 +746,21 @@ pub(crate) fn adopt_received(control: &[u8], written: usize, truncated: bool) ->
         Some(&at) => at + size_of::<RawFd>(),
         None => used.len().next_multiple_of(cmsg_align()) + cmsg_data_offset(),
     };
-    if next_slot + size_of::<RawFd>() <= control.len() {
+    if INSTALL_FAILURE_SETS_CTRUNC && next_slot + size_of::<RawFd>() <= control.len() {
         ControlOutcome::NotInstalled(fds)
     } else {
         ControlOutcome::Truncated { arrived: fds.len() }
     }
 }
 
+/// Whether a descriptor the kernel fails to install shows as MSG_CTRUNC with
+/// room left (Linux's `scm_detach_fds`).
+const INSTALL_FAILURE_SETS_CTRUNC: bool = cfg!(any(target_os = "linux", target_os = "android"));
+
 fn read_fd_slot(control: &[u8], at: usize) -> RawFd {
     let mut raw = [0u8; size_of::<RawFd>()];
     raw.copy_from_slice(&control[at..at + size_of::<RawFd>()]);
     RawFd::from_ne_bytes(raw)
-}
-
-/// Whether the process (EMFILE) or the system (ENFILE) is out of descriptor
-/// slots right now, by asking for one more (a duplicate of `open`).
-fn descriptor_table_full(open: BorrowedFd<'_>) -> Option<Errno> {
-    match dup_cloexec(open.as_raw_fd()) {
-        Err(Error::Sys {
-            errno: errno @ (Errno::EMFILE | Errno::ENFILE),
-            ..
-        }) => Some(errno),
-        _ => None,
-    }
 }
 
 /// Offset of a control message's data from its header: `CMSG_LEN(0)` of the

@@ -497,7 +497,13 @@ fn descriptors_the_kernel_cannot_install_drop_their_message_and_the_channel_goes
             }
             other => panic!("{kind:?} {mode:?}: {other:?}"),
         }
-        let next = b.recv_blocking(all_fds(16)).unwrap();
+        let next = b.recv_blocking(all_fds(16));
+        if (kind, mode) == (SocketType::Stream, Mode::Raw) {
+            // No framing tells the lost write's bytes from others: the stream ends.
+            assert!(matches!(next, Err(Error::PeerClosed)), "{next:?}");
+            continue;
+        }
+        let next = next.unwrap();
         assert_eq!(
             (&next.data[..], next.fds.len()),
             (&b"after"[..], 1),

@@ -21,17 +21,13 @@ const fs = require('node:fs')
 const net = require('node:net')
 const os = require('node:os')
 const path = require('node:path')
+const { parseArgs } = require('node:util')
 
 const { closeAll, listen, socketPair, spawnWithChannel } = require('..')
 
-const args = Object.fromEntries(
-  process.argv
-    .slice(2)
-    .join(' ')
-    .split('--')
-    .filter(Boolean)
-    .map((pair) => pair.trim().split(/\s+/)),
-)
+const { values: args } = parseArgs({
+  options: { seconds: { type: 'string' }, warmup: { type: 'string' }, json: { type: 'string' } },
+})
 const SECONDS = Number(args.seconds ?? process.env.SOAK_SECONDS ?? 600)
 const WARMUP = Number(args.warmup ?? Math.min(60, Math.floor(SECONDS / 5)))
 const RSS_TARGET_MIB = 5

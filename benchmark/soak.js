@@ -106,32 +106,40 @@ function payload(n, max) {
 }
 
 const counts = { messages: 0, descriptors: 0, bytes: 0, connections: 0, refused: 0, aborted: 0 }
+/** What each loop is doing, for SOAK_DEBUG=1. */
+const doing = {}
 
 async function echoLoop(worker, done) {
   let n = 0
   while (!done.value) {
     await checkpoint()
-    const batch = 1 + (n % 4)
-    const sent = []
-    for (let i = 0; i < batch; i++, n++) {
-      const fdCount = n % 5
-      const made = []
-      for (let k = 0; k < fdCount; k++) made.push(await makeDescriptor(kindFor(n + k)))
-      const data = payload(n, worker.maxBytes)
-      await worker.channel.send({ data, fds: made.map(({ fd, move }) => (move ? { fd, move } : fd)) })
-      for (const m of made) m.after?.()
-      sent.push({ data, fds: fdCount })
-    }
-    for (const expected of sent) {
-      const message = await worker.channel.recv({ maxFds: 8, maxBytes: 2 * 1024 * 1024 })
-      if (!message.data.equals(expected.data) || message.fds.length !== expected.fds) {
-        throw new Error(`${worker.name}: a message came back changed (${message.data.length} bytes, ${message.fds.length} fds; expected ${expected.data.length}, ${expected.fds})`)
+    // A batch is sent while its echoes are received: a side that only sends
+    // while its peer's echoes fill its own queue would wait forever.
+    const batch = Array.from({ length: 1 + (n % 4) }, (_, i) => ({ n: n + i, data: payload(n + i, worker.maxBytes), fds: (n + i) % 5 }))
+    n += batch.length
+    const sending = (async () => {
+      for (const m of batch) {
+        const made = []
+        for (let k = 0; k < m.fds; k++) made.push(await makeDescriptor(kindFor(m.n + k)))
+        doing[worker.name] = `send ${m.n}: ${m.data.length} bytes, ${m.fds} fds`
+        await worker.channel.send({ data: m.data, fds: made.map(({ fd, move }) => (move ? { fd, move } : fd)) })
+        for (const d of made) d.after?.()
       }
-      counts.messages += 1
-      counts.descriptors += expected.fds
-      counts.bytes += expected.data.length
-      await dispose(message.fds, n)
-    }
+    })()
+    const receiving = (async () => {
+      for (const expected of batch) {
+        doing[worker.name] = `recv ${expected.n}: ${expected.data.length} bytes, ${expected.fds} fds`
+        const message = await worker.channel.recv({ maxFds: 8, maxBytes: 2 * 1024 * 1024 })
+        if (!message.data.equals(expected.data) || message.fds.length !== expected.fds) {
+          throw new Error(`${worker.name}: message ${expected.n} came back changed (${message.data.length} bytes, ${message.fds.length} fds; expected ${expected.data.length}, ${expected.fds})`)
+        }
+        counts.messages += 1
+        counts.descriptors += expected.fds
+        counts.bytes += expected.data.length
+        await dispose(message.fds, expected.n)
+      }
+    })()
+    await Promise.all([sending, receiving])
   }
 }
 
@@ -211,7 +219,7 @@ function slope(xs, ys) {
 }
 
 async function main() {
-  if (process.env.SOAK_DEBUG) setInterval(() => console.error(JSON.stringify({ parked, pausing: Boolean(pause), counts })), 2000).unref()
+  if (process.env.SOAK_DEBUG) setInterval(() => console.error(JSON.stringify({ parked, pausing: Boolean(pause), counts, doing })), 2000).unref()
   const listenPath = path.join(os.tmpdir(), `fdpass-soak-${process.pid}.sock`)
   const server = listen(listenPath)
   let handlers = 0

@@ -13,7 +13,7 @@ import type { FileHandle } from 'node:fs/promises'
 import * as net from 'node:net'
 import { Stream, type Readable, type Writable } from 'node:stream'
 
-import * as native from './binding'
+import type * as native from './binding'
 import {
   abortError,
   closedError,
@@ -27,6 +27,42 @@ import {
 } from './errors'
 
 export type { FdpassError } from './errors'
+
+// ---------------------------------------------------------------------------
+// The native addon
+
+/**
+ * Loads the addon for this platform (the `fdpass-<platform>` package, or a
+ * build next to this file). When none fits, throws one error that names the
+ * platform and how to build from source, instead of the loader's list of
+ * every path it tried (kept as `cause`).
+ */
+function loadBinding(): typeof native {
+  try {
+    return require('./binding') as typeof native
+  } catch (cause) {
+    const libc = process.platform === 'linux' ? (isMusl() ? '-musl' : '-gnu') : ''
+    const platform = `${process.platform}-${process.arch}${libc}`
+    const message =
+      process.platform === 'win32'
+        ? 'fdpass needs Unix domain sockets that carry descriptors (SCM_RIGHTS), which Windows does not have'
+        : `fdpass has no native binary for ${platform} (prebuilt: linux-x64-gnu, linux-arm64-gnu, linux-x64-musl, ` +
+          'linux-arm64-musl, darwin-x64, darwin-arm64, freebsd-x64). If this platform is one of them, reinstall so that npm ' +
+          `fetches the optional dependency fdpass-${platform}. Otherwise build it from source with Rust (https://rustup.rs): ` +
+          'git clone https://github.com/fdpass/fdpass && cd fdpass && npm ci && npm run build:native, then point ' +
+          'NAPI_RS_NATIVE_LIBRARY_PATH at the fdpass.*.node file it wrote'
+    const err = makeError(Error, 'ERR_FDPASS_NO_BINARY', message)
+    err.cause = cause
+    throw err
+  }
+}
+
+function isMusl(): boolean {
+  const report = process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined
+  return report?.header?.glibcVersionRuntime === undefined
+}
+
+const binding = loadBinding()
 
 /** The kind of Unix socket a channel runs on. */
 export type SocketType = 'stream' | 'seqpacket' | 'dgram'
@@ -187,7 +223,7 @@ export interface SocketPairOptions extends ChannelOptions {
  * `listen({ refuseFds })` and {@link Channel.refuseFds}.
  */
 export const limits: Readonly<{ maxFdsPerMessage: number; hasSeqpacket: boolean; hasAbstractNames: boolean; canRefuseFds: boolean }> =
-  Object.freeze(native.platformLimits())
+  Object.freeze(binding.platformLimits())
 
 const DEFAULT_MAX_BYTES = { framed: 64 * 1024 * 1024, raw: 64 * 1024 } as const
 /**
@@ -295,7 +331,7 @@ function numberScratch(length: number): Int32Array {
 
 /** Gives up the sender's copy after a moved send. */
 async function release(holder: FdHolder): Promise<void> {
-  if (typeof holder === 'number') native.closeFd(holder)
+  if (typeof holder === 'number') binding.closeFd(holder)
   else if (holder instanceof ReceivedFd) holder.close()
   else if (holder instanceof net.Socket) holder.destroy()
   else if (holder instanceof net.Server) holder.close()
@@ -351,12 +387,12 @@ async function releaseMoved(moved: Map<number, FdHolder>): Promise<void> {
 
 // Received descriptors are held natively until claimed; whatever is still
 // held when this JavaScript environment ends is closed then.
-native.closeHeldAtTeardown()
+binding.closeHeldAtTeardown()
 
 /** Closes, when a ReceivedFd is collected, the descriptor it still owned. */
 const unclaimed = new FinalizationRegistry<number>((fd) => {
   try {
-    native.closeHeld(fd)
+    binding.closeHeld(fd)
   } catch {
     // Someone closed the number behind the ReceivedFd's back; nothing to release.
   }
@@ -427,21 +463,21 @@ export class ReceivedFd implements Disposable {
 
   /** What the descriptor is (file, tcp-listener, unix-stream, ...). */
   get kind(): FdKind {
-    return native.fdKind(this.fd) as FdKind
+    return binding.fdKind(this.fd) as FdKind
   }
 
   /** Hands the raw number over, once; you then own it and must close it. */
   take(): number {
     const fd = this.fd
     this.#release()
-    native.releaseHeld(fd)
+    binding.releaseHeld(fd)
     return fd
   }
 
   /** Closes the descriptor; does nothing if it was already taken or closed. */
   close(): void {
     const fd = this.#release()
-    if (fd >= 0) native.closeHeld(fd)
+    if (fd >= 0) binding.closeHeld(fd)
   }
 
   static {
@@ -483,7 +519,7 @@ export class ReceivedFd implements Disposable {
    */
   #handOver<T>(adopt: (fd: number) => T): T {
     const adopted = adopt(this.fd)
-    native.releaseHeld(this.#release())
+    binding.releaseHeld(this.#release())
     return adopted
   }
 
@@ -523,7 +559,7 @@ export class ReceivedFd implements Disposable {
     this.#expect(['udp'], 'toDgram()')
     // dgram takes a descriptor only when it is above 0.
     if (this.fd === 0) throw makeError(Error, 'ERR_FDPASS_UNSUPPORTED', 'dgram cannot adopt descriptor 0; it stays open and owned here')
-    const type = native.socketFamily(this.fd) === 'inet6' ? 'udp6' : 'udp4'
+    const type = binding.socketFamily(this.fd) === 'inet6' ? 'udp6' : 'udp4'
     return this.#handOver((fd) => {
       const socket = dgram.createSocket({ ...options, type })
       try {
@@ -546,14 +582,14 @@ export class ReceivedFd implements Disposable {
    */
   toReadStream(options: StreamOptions = {}): fs.ReadStream {
     this.#expect(STREAMABLE, 'toReadStream()')
-    native.setBlocking(this.fd, true)
+    binding.setBlocking(this.fd, true)
     return this.#handOver((fd) => fs.createReadStream('', { ...options, fd, autoClose: true }))
   }
 
   /** An `fs.WriteStream` over a file, fifo, TTY or character device; as {@link toReadStream}. */
   toWriteStream(options: StreamOptions = {}): fs.WriteStream {
     this.#expect(STREAMABLE, 'toWriteStream()')
-    native.setBlocking(this.fd, true)
+    binding.setBlocking(this.fd, true)
     return this.#handOver((fd) => fs.createWriteStream('', { ...options, fd, autoClose: true }))
   }
 
@@ -574,7 +610,7 @@ export class ReceivedFd implements Disposable {
  */
 export function adoptFd(fd: number): ReceivedFd {
   validateInteger('fd', fd, 0, MAX_FD_NUMBER)
-  if (!native.holdInherited(fd)) {
+  if (!binding.holdInherited(fd)) {
     throw makeError(Error, 'ERR_FDPASS_FD_OWNED', `descriptor ${fd} is owned by a ReceivedFd already; take() it first to own the number yourself`)
   }
   return new ReceivedFd(fd)
@@ -613,7 +649,7 @@ export function closeAll(fds: Iterable<ReceivedFd>): void {
     const fd = releaseForClosing(received)
     if (fd >= 0) numbers[count++] = fd
   }
-  if (count > 0) native.closeHeldMany(numbers, count)
+  if (count > 0) binding.closeHeldMany(numbers, count)
 }
 
 // ---------------------------------------------------------------------------
@@ -656,7 +692,7 @@ const WRITABLE = 2
 const wakers = new Map<number, (ready: number) => void>()
 let lastToken = 0
 
-const reactor = new native.Reactor((tokenTimesFourPlusReady) => {
+const reactor = new binding.Reactor((tokenTimesFourPlusReady) => {
   // A wake for a token no longer armed (the watch was stopped after the
   // native side sent it) finds nothing here and is dropped.
   wakers.get(Math.floor(tokenTimesFourPlusReady / 4))?.(tokenTimesFourPlusReady % 4)
@@ -814,7 +850,7 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
   static fromFd(fd: number, options: ChannelOptions = {}): Channel {
     validateInteger('fd', fd, 0, MAX_FD_NUMBER)
     const framing = normaliseFraming(validateObject<ChannelOptions>('options', options).framing)
-    return new Channel(native.adoptChannel(fd, framing as native.ChannelMode), framing)
+    return new Channel(binding.adoptChannel(fd, framing as native.ChannelMode), framing)
   }
 
   /** The socket's descriptor number, or -1 once closed. */
@@ -851,7 +887,7 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
     validateBoolean('refuse', refuse)
     const handle = this.#native
     if (handle === null) throw closedError('channel')
-    native.setAcceptsFds(handle.fd, !refuse)
+    binding.setAcceptsFds(handle.fd, !refuse)
   }
 
   /**
@@ -1080,7 +1116,7 @@ export function socketPair(options: SocketPairOptions = {}): [Channel, Channel] 
   const opts = validateObject<SocketPairOptions>('options', options)
   const type = normaliseType('type', opts.type, true)
   const framing = normaliseFraming(opts.framing)
-  const [a, b] = native.socketPair(type as native.SocketType, framing as native.ChannelMode)
+  const [a, b] = binding.socketPair(type as native.SocketType, framing as native.ChannelMode)
   return [new Channel(a, framing), new Channel(b, framing)]
 }
 
@@ -1118,7 +1154,7 @@ export function spawnWithChannel(
     // Other programs expect a descriptor they inherit to block, as stdio
     // does; the flag is the child's end's own (a socket pair's ends are
     // separate open files), and inheritedChannel makes it non-blocking again.
-    native.setBlocking(theirs.fd, true)
+    binding.setBlocking(theirs.fd, true)
     const slots: unknown[] = Array.isArray(stdio) ? [...(stdio as unknown[])] : Array.from({ length: 3 }, () => stdio ?? 'inherit')
     while (slots.length < at) slots.push('ignore')
     slots[at] = theirs.fd
@@ -1185,7 +1221,7 @@ export function connect(target: string | ConnectOptions): Promise<Channel> {
   if (signal?.aborted) return Promise.reject(abortError(signal))
   let handle: native.NativeChannel
   try {
-    handle = native.connect(opts.path, opts.abstract === true, type as native.SocketType, framing as native.ChannelMode)
+    handle = binding.connect(opts.path, opts.abstract === true, type as native.SocketType, framing as native.ChannelMode)
   } catch (err) {
     return Promise.reject(err)
   }
@@ -1374,7 +1410,7 @@ export function listen(target: string | ListenOptions, connectionListener?: (cha
   const backlog = opts.backlog === undefined ? 511 : validateInteger('target.backlog', opts.backlog, 0, 0x7fffffff)
   if (opts.allow !== undefined && typeof opts.allow !== 'function') throw invalidArgType('target.allow', 'a function', opts.allow)
   validateBoolean('target.refuseFds', opts.refuseFds)
-  const handle = native.listen({
+  const handle = binding.listen({
     path: opts.path,
     abstractName: opts.abstract === true,
     socketType: type as native.SocketType,

@@ -208,6 +208,7 @@ impl Channel {
         let kind = sys::socket_type_of(sock)?;
         sys::set_nonblocking(sock, true)?;
         sys::set_cloexec(sock, "fcntl")?;
+        sys::no_sigpipe(sock)?;
         Ok(kind)
     }
 
@@ -447,11 +448,14 @@ impl Channel {
     /// over SO_SNDBUF - 32 bytes with EMSGSIZE). Payloads that fit the
     /// smallest buffer a socket can have skip asking.
     fn record_payload(&self, len: usize) -> Result<usize> {
-        if len + frame::HEADER_LEN <= sys::SMALLEST_RECORD_LIMIT {
-            return Ok(frame::DATAGRAM_FRAME_PAYLOAD);
-        }
-        let fits = sys::record_limit(self.sock.as_fd())?.saturating_sub(frame::HEADER_LEN);
-        Ok(frame::DATAGRAM_FRAME_PAYLOAD.min(fits).max(1))
+        Ok(
+            match sys::record_limit(self.sock.as_fd(), len + frame::HEADER_LEN)? {
+                Some(limit) => frame::DATAGRAM_FRAME_PAYLOAD
+                    .min(limit.saturating_sub(frame::HEADER_LEN))
+                    .max(1),
+                None => frame::DATAGRAM_FRAME_PAYLOAD,
+            },
+        )
     }
 
     fn queue(

@@ -67,7 +67,33 @@ fn finish_new_fd(fd: OwnedFd) -> Result<OwnedFd> {
         set_cloexec(fd.as_fd(), "fcntl")?;
         set_nonblocking(fd.as_fd(), true)?;
     }
+    no_sigpipe(fd.as_fd())?;
     Ok(fd)
+}
+
+/// Makes a send to a closed peer fail with EPIPE instead of raising SIGPIPE,
+/// where that is a socket option (Apple's SO_NOSIGPIPE); elsewhere every send
+/// passes MSG_NOSIGNAL.
+#[cfg(target_vendor = "apple")]
+pub fn no_sigpipe(sock: BorrowedFd<'_>) -> Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: `sock` is open for the call; the kernel reads a c_int through
+    // the pointer and length given.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NOSIGPIPE,
+            std::ptr::from_ref(&on).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    Errno::result(rc).map_err(|e| Error::sys("setsockopt", e))?;
+    Ok(())
+}
+#[cfg(not(target_vendor = "apple"))]
+pub fn no_sigpipe(_sock: BorrowedFd<'_>) -> Result<()> {
+    Ok(())
 }
 
 pub fn new_socket(kind: SocketType) -> Result<OwnedFd> {
@@ -540,30 +566,35 @@ pub fn send_with_fds(
     }
 }
 
-/// Smallest record `record_limit` can report, rounded down: Linux's
-/// SOCK_MIN_SNDBUF (2 × (2048 + an sk_buff): 4,608 bytes on 64-bit kernels,
-/// less on 32-bit ones) less the 32 bytes `unix_dgram_sendmsg` keeps back.
-/// Elsewhere the protocol's record size already fits the default buffers.
-pub const SMALLEST_RECORD_LIMIT: usize = if cfg!(any(target_os = "linux", target_os = "android")) {
-    4096 - 32
-} else {
-    usize::MAX
-};
+/// Smallest record limit a Linux socket can have, rounded down: SOCK_MIN_SNDBUF
+/// (2 × (2048 + an sk_buff): 4,608 bytes on 64-bit kernels, less on 32-bit
+/// ones) less the 32 bytes `unix_dgram_sendmsg` keeps back.
+const SMALLEST_RECORD_LIMIT: usize = 4096 - 32;
 
-/// Bytes one record (seqpacket, datagram) may carry on `sock`: its SO_SNDBUF
-/// less 32 on Linux, where a larger record fails with EMSGSIZE.
-pub fn record_limit(sock: BorrowedFd<'_>) -> Result<usize> {
-    if SMALLEST_RECORD_LIMIT == usize::MAX {
-        return Ok(usize::MAX);
+/// The most bytes one record (seqpacket, datagram) may hold on `sock` when
+/// that could be fewer than `record_len`: on Linux, SO_SNDBUF - 32 (a larger
+/// record fails with EMSGSIZE). `None` when any socket takes such a record:
+/// one that fits the smallest buffer, or on other kernels, where the
+/// protocol's record size already fits the default buffers.
+pub fn record_limit(sock: BorrowedFd<'_>, record_len: usize) -> Result<Option<usize>> {
+    if !cfg!(any(target_os = "linux", target_os = "android")) || record_len <= SMALLEST_RECORD_LIMIT
+    {
+        return Ok(None);
     }
     let sndbuf =
         socket::getsockopt(&sock, sockopt::SndBuf).map_err(|e| Error::sys("getsockopt", e))?;
-    Ok(sndbuf.saturating_sub(32))
+    Ok(Some(sndbuf.saturating_sub(32)))
 }
 
 fn send_flags(kind: SocketType) -> MsgFlags {
+    // A send to a closed peer must fail with EPIPE, not kill the process with
+    // SIGPIPE. Apple has no MSG_NOSIGNAL: `no_sigpipe` sets SO_NOSIGPIPE on
+    // each socket instead.
+    #[cfg(not(target_vendor = "apple"))]
     #[allow(unused_mut)]
     let mut flags = MsgFlags::MSG_NOSIGNAL;
+    #[cfg(target_vendor = "apple")]
+    let flags = MsgFlags::empty();
     // FreeBSD 15 needs MSG_EOR to delimit seqpacket records (tokio-seqpacket 0.8.1).
     #[cfg(target_os = "freebsd")]
     if kind == SocketType::SeqPacket {

@@ -395,6 +395,14 @@ pub fn stream(data: &[u8]) {
     tracker.assert_all_closed();
 }
 
+/// Holds a message a hostile run got until the run ends, after checking it
+/// keeps within `limits` and owns each of its descriptors once.
+fn keep(m: Message, limits: Limits, kept: &mut Vec<Message>, seen: &mut HashSet<RawFd>) {
+    assert!(m.fds.len() <= limits.max_fds && m.data.len() <= limits.max_bytes);
+    assert_owned_once(&m.fds, seen);
+    kept.push(m);
+}
+
 /// Takes every message `r` holds; false once the stream is out of step.
 fn drain_stream(
     r: &mut StreamReassembler,
@@ -409,11 +417,7 @@ fn drain_stream(
                 assert!(!predicted_whole, "look_ahead promised a whole message");
                 return true;
             }
-            Some(Ok(m)) => {
-                assert!(m.fds.len() <= limits.max_fds && m.data.len() <= limits.max_bytes);
-                assert_owned_once(&m.fds, seen);
-                kept.push(m);
-            }
+            Some(Ok(m)) => keep(m, limits, kept, seen),
             Some(Err(e)) => {
                 assert!(!predicted_whole, "look_ahead promised a whole message: {e}");
                 if !e.is_recoverable() {
@@ -443,9 +447,7 @@ pub fn records(data: &[u8]) {
                 let fds = tracker.make_n(usize::from(record.fds % 8));
                 let dropped = record.dropped.then_some(Errno::EMFILE);
                 if let Some(Ok(m)) = r.push(&record.bytes, fds, dropped, limits) {
-                    assert!(m.fds.len() <= limits.max_fds && m.data.len() <= limits.max_bytes);
-                    assert_owned_once(&m.fds, &mut seen);
-                    kept.push(m);
+                    keep(m, limits, &mut kept, &mut seen);
                 }
             }
             drop(kept);

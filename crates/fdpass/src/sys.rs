@@ -76,20 +76,7 @@ fn finish_new_fd(fd: OwnedFd) -> Result<OwnedFd> {
 /// passes MSG_NOSIGNAL.
 #[cfg(target_vendor = "apple")]
 pub fn no_sigpipe(sock: BorrowedFd<'_>) -> Result<()> {
-    let on: libc::c_int = 1;
-    // SAFETY: `sock` is open for the call; the kernel reads a c_int through
-    // the pointer and length given.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_NOSIGPIPE,
-            std::ptr::from_ref(&on).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    Errno::result(rc).map_err(|e| Error::sys("setsockopt", e))?;
-    Ok(())
+    set_socket_int_option(sock, libc::SO_NOSIGPIPE, 1).map_err(|e| Error::sys("setsockopt", e))
 }
 #[cfg(not(target_vendor = "apple"))]
 pub fn no_sigpipe(_sock: BorrowedFd<'_>) -> Result<()> {
@@ -202,7 +189,20 @@ pub fn set_accepts_fds(sock: BorrowedFd<'_>, accept: bool) -> Result<()> {
     let Some(option) = SO_PASSRIGHTS else {
         return Err(unsupported);
     };
-    let value: libc::c_int = accept.into();
+    match set_socket_int_option(sock, option, accept.into()) {
+        Ok(()) => Ok(()),
+        Err(Errno::ENOPROTOOPT) => Err(unsupported),
+        Err(e) => Err(Error::sys("setsockopt", e)),
+    }
+}
+
+/// `setsockopt(SOL_SOCKET, option)` with an int value, for the options nix
+/// has no wrapper for (SO_PASSRIGHTS, Apple's SO_NOSIGPIPE).
+fn set_socket_int_option(
+    sock: BorrowedFd<'_>,
+    option: libc::c_int,
+    value: libc::c_int,
+) -> std::result::Result<(), Errno> {
     // SAFETY: `sock` is an open descriptor for the call; the kernel reads a
     // c_int through the pointer and length given.
     let rc = unsafe {
@@ -214,11 +214,7 @@ pub fn set_accepts_fds(sock: BorrowedFd<'_>, accept: bool) -> Result<()> {
             size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    match Errno::result(rc) {
-        Ok(_) => Ok(()),
-        Err(Errno::ENOPROTOOPT) => Err(unsupported),
-        Err(e) => Err(Error::sys("setsockopt", e)),
-    }
+    Errno::result(rc).map(drop)
 }
 
 /// Fails with EBADF when `fd` is not an open descriptor of this process.

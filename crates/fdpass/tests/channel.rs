@@ -351,10 +351,13 @@ fn framed_messages_keep_boundaries_and_fds_on_every_socket_type() {
 /// Interrupts `thread` with SIGUSR1 until `done`; with a handler installed,
 /// each signal makes a blocked poll(2) return EINTR. True if any was caught.
 fn interrupt_until(
-    thread: nix::sys::pthread::Pthread,
+    thread: std::os::unix::thread::RawPthread,
     done: &std::sync::atomic::AtomicBool,
 ) -> bool {
     use std::sync::atomic::Ordering;
+    // std hands out an integer; musl's pthread_t is a pointer, glibc's the same integer.
+    #[allow(clippy::unnecessary_cast)]
+    let thread = thread as nix::sys::pthread::Pthread;
     let caught = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let id = signal_hook::flag::register(signal_hook::consts::SIGUSR1, caught.clone()).unwrap();
     while !done.load(Ordering::Acquire) {
@@ -368,23 +371,22 @@ fn interrupt_until(
 
 #[test]
 fn blocking_receive_and_send_retry_after_signals_interrupt_the_wait() {
+    use std::os::unix::thread::JoinHandleExt;
     use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{mpsc, Arc};
+    use std::sync::Arc;
     let _g = serial();
     let before = open_fds();
     let (mut a, mut b) = pair(SocketType::Stream, Mode::Framed);
 
     // A receive blocked in poll(2) is interrupted again and again, then gets its message.
-    let (tid_tx, tid_rx) = mpsc::channel();
     let done = Arc::new(AtomicBool::new(false));
     let receiver_done = Arc::clone(&done);
     let receiver = std::thread::spawn(move || {
-        tid_tx.send(nix::sys::pthread::pthread_self()).unwrap();
         let got = b.recv_blocking(RecvOptions::default());
         receiver_done.store(true, Ordering::Release);
         (got.map(|m| m.data), b)
     });
-    let thread = tid_rx.recv().unwrap();
+    let thread = receiver.as_pthread_t();
     let sender = std::thread::spawn(move || {
         std::thread::sleep(std::time::Duration::from_millis(100));
         a.send_blocking(b"after the signals", &fdpass::NO_FDS)
@@ -399,16 +401,14 @@ fn blocking_receive_and_send_retry_after_signals_interrupt_the_wait() {
 
     // A send blocked on a full socket is interrupted too, then completes.
     let big = vec![1u8; 4 * 1024 * 1024];
-    let (tid_tx, tid_rx) = mpsc::channel();
     let done = Arc::new(AtomicBool::new(false));
     let sender_done = Arc::clone(&done);
     let sender = std::thread::spawn(move || {
-        tid_tx.send(nix::sys::pthread::pthread_self()).unwrap();
         let sent = a.send_blocking(&big, &fdpass::NO_FDS);
         sender_done.store(true, Ordering::Release);
         sent
     });
-    let thread = tid_rx.recv().unwrap();
+    let thread = sender.as_pthread_t();
     let reader = std::thread::spawn(move || {
         std::thread::sleep(std::time::Duration::from_millis(100));
         b.recv_blocking(RecvOptions::default())
@@ -434,7 +434,12 @@ fn a_send_that_fails_midway_delivers_nothing_and_the_channel_goes_on() {
     // its descriptors: a descriptor limit just above what is open makes that fail.
     let big = vec![3u8; 8 * 1024 * 1024];
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
-    setrlimit(Resource::RLIMIT_NOFILE, (open_fds() + 8) as u64, hard).unwrap();
+    setrlimit(
+        Resource::RLIMIT_NOFILE,
+        (open_fds() + 8) as nix::libc::rlim_t,
+        hard,
+    )
+    .unwrap();
     let failed = a.send(&big, &fds);
     setrlimit(Resource::RLIMIT_NOFILE, soft, hard).unwrap();
     assert!(
@@ -483,7 +488,7 @@ fn descriptors_the_kernel_cannot_install_drop_their_message_and_the_channel_goes
         a.send(b"six descriptors", &[f.as_fd(); 6]).unwrap();
         a.send(b"after", &[f.as_fd()]).unwrap();
         // Room for three more descriptors: the receive installs three of six.
-        let lowest_free = dev_null().as_raw_fd() as u64;
+        let lowest_free = dev_null().as_raw_fd() as nix::libc::rlim_t;
         let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
         setrlimit(Resource::RLIMIT_NOFILE, lowest_free + 3, hard).unwrap();
         let dropped = b.try_recv(all_fds(16));

@@ -2,7 +2,7 @@
 // promise rejects) with the right error class and Node-style code, and the
 // descriptor table is exactly what it was before the call: nothing opened,
 // nothing closed.
-import { closeSync, openSync, readdirSync, readlinkSync } from 'node:fs'
+import { closeSync, openSync } from 'node:fs'
 import * as net from 'node:net'
 
 import test from 'ava'
@@ -10,18 +10,7 @@ import test from 'ava'
 import { adoptFd, Channel, closeAll, connect, listen, socketPair, spawnWithChannel, inheritedChannel, type ReceivedFd } from 'fdpass'
 import { offerListeners, takeListeners } from 'fdpass/handoff'
 
-import { socketPath } from './helpers'
-
-/** Every descriptor of this process and what it refers to. */
-function fdTable(): string[] {
-  return readdirSync('/proc/self/fd').map((fd) => {
-    try {
-      return `${fd} → ${readlinkSync(`/proc/self/fd/${fd}`)}`
-    } catch {
-      return fd // the directory handle readdirSync itself had open
-    }
-  })
-}
+import { fdTable, openFds, socketPath } from './helpers'
 
 type ErrorClass = typeof TypeError | typeof RangeError | typeof Error
 
@@ -39,7 +28,7 @@ const [closed] = socketPair()
 closed.close()
 const plainFile = openSync('/dev/null', 'r')
 /** A number no descriptor has: above every open one (a closed one would be reused by the next open). */
-const closedFd = Math.max(...readdirSync('/proc/self/fd').map(Number)) + 100
+const closedFd = Math.max(...openFds()) + 100
 const destroyedSocket = new net.Socket()
 destroyedSocket.destroy()
 const detached = new Uint8Array(new ArrayBuffer(16))

@@ -81,9 +81,14 @@ test('terminal relay: … a fifo (a shell pipe)', async (t) => {
   t.deepEqual(typedLines(stdout), ['through a pipe'])
 })
 
+/** script(1) running node `script` on a new pseudo-terminal: util-linux's takes a shell command, the BSDs' (macOS, FreeBSD) a file and then the command. */
+function onATerminal(script: string): [string, string[]] {
+  return process.platform === 'linux' ? ['script', ['-qec', `"${process.execPath}" "${script}"`, '/dev/null']] : ['script', ['-q', '/dev/null', process.execPath, script]]
+}
+
 test('terminal relay: … a TTY (a pseudo-terminal from script(1))', async (t) => {
   // Typed after the server has the terminal; Ctrl-D (\x04) ends the input.
-  const { code, stdout, stderr } = await run('script', ['-qec', `"${process.execPath}" "${relay}"`, '/dev/null'], 'typed on a tty\n\x04', 'type away')
+  const { code, stdout, stderr } = await run(...onATerminal(relay), 'typed on a tty\n\x04', 'type away')
   t.is(code, 0, stderr)
   t.regex(stdout, /reading the client's stdin \(tty\)/)
   t.deepEqual(typedLines(stdout), ['typed on a tty'])

@@ -12,7 +12,7 @@ import test from 'ava'
 
 import { socketPair, type ReceivedFd } from 'fdpass'
 
-import { assertBaselines, fdCount, settledFdCount, withPeer } from './helpers'
+import { assertBaselines, fdCount, onlyOn, settledFdCount, withPeer } from './helpers'
 
 const tempFile = (tag: string): string => join(tmpdir(), `fdpass-${process.pid}-${tag}`)
 
@@ -43,9 +43,10 @@ test.serial('a UDP socket sent by another process becomes a dgram.Socket that re
   assertBaselines(t, r)
 })
 
-test.serial('an http.Server listening on a Unix socket, moved here, serves here', async (t) => {
-  // An abstract name: closing a server bound to a filesystem path makes libuv
-  // unlink the path, which a move does in the sending process.
+// An abstract name: closing a server bound to a filesystem path makes libuv
+// unlink the path, which a move does in the sending process. Abstract names
+// are Linux's.
+onlyOn(test.serial, ['linux'], 'no abstract socket names, and a server bound to a path unlinks it when moved')('an http.Server listening on a Unix socket, moved here, serves here', async (t) => {
   const name = `fdpass-${process.pid}-http`
   const path = `\0${name}`
   const r = await withPeer('send-unix-http', [name], async (channel) => {

@@ -13,7 +13,7 @@ import { adoptFd } from 'fdpass'
 import { listenFds } from 'fdpass/activation'
 import { offerListeners, takeListeners } from 'fdpass/handoff'
 
-import { fdCount, freePort, Process, settledFdCount, until } from './helpers'
+import { fdCount, freePort, Process, settledFdCount, until, withSystemd } from './helpers'
 
 const EXAMPLE = join(__dirname, '..', '..', 'examples', 'zero-downtime')
 const PEER = join(__dirname, 'peers', 'handoff-peer.js')
@@ -275,7 +275,7 @@ test.serial('every kind of listener is taken over; the old process closes its co
   t.is(await settledFdCount(before), before, 'this process ends at its descriptor baseline')
 })
 
-test('systemd socket activation: the first process takes the socket from systemd-socket-activate, close-on-exec and unset, then hands it over', async (t) => {
+withSystemd(test)('systemd socket activation: the first process takes the socket from systemd-socket-activate, close-on-exec and unset, then hands it over', async (t) => {
   const control = controlPath(t)
   const port = await freePort()
 

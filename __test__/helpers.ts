@@ -1,18 +1,98 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import * as dgram from 'node:dgram'
 import { once } from 'node:events'
-import { openSync, readdirSync, readFileSync } from 'node:fs'
+import { fstatSync, openSync, readdirSync, readFileSync, readlinkSync } from 'node:fs'
 import * as net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
-import type { ExecutionContext } from 'ava'
+import type { ExecutionContext, ImplementationFn } from 'ava'
 
-import { listen, type Channel, type ListenOptions, type Server } from 'fdpass'
+import { listen, type Channel, type ListenOptions, type Server, type SocketType } from 'fdpass'
+
+/** The systems the suite runs on. */
+export type Platform = 'linux' | 'darwin' | 'freebsd'
+
+/** Whether this system is one of `platforms`. */
+export function runsHere(platforms: readonly Platform[]): boolean {
+  return (platforms as readonly string[]).includes(process.platform)
+}
+
+/** ava's `test` or `test.serial`, as far as {@link onlyOn} needs them. */
+interface Register {
+  (title: string, implementation: ImplementationFn<[]>): void
+  skip(title: string, implementation: ImplementationFn<[]>): void
+}
+
+/**
+ * `register` (ava's `test` or `test.serial`) for a test that needs what only
+ * `platforms` have; elsewhere the test is skipped, its title saying what this
+ * system lacks. Linux has everything the suite tests, so it is always one of
+ * them: nothing is skipped there.
+ */
+export function onlyOn(register: Register, platforms: readonly ['linux', ...Platform[]], lacking: string): (title: string, implementation: ImplementationFn<[]>) => void {
+  if (runsHere(platforms)) return (title, implementation) => register(title, implementation)
+  return (title, implementation) => register.skip(`${title} [not on ${process.platform}: ${lacking}]`, implementation)
+}
+
+/**
+ * `register` for a test of systemd's own activator, systemd-socket-activate.
+ * Only Linux has systemd, and not every Linux: Alpine's CI job sets
+ * FDPASS_TEST_WITHOUT_SYSTEMD=1. The opt-out is explicit so that a Linux
+ * machine merely missing the tool fails these tests instead of skipping them.
+ */
+export function withSystemd(register: Register): (title: string, implementation: ImplementationFn<[]>) => void {
+  if (process.env.FDPASS_TEST_WITHOUT_SYSTEMD === '1') return (title, implementation) => register.skip(`${title} [FDPASS_TEST_WITHOUT_SYSTEMD=1: no systemd here]`, implementation)
+  return onlyOn(register, ['linux'], 'no systemd-socket-activate')
+}
+
+/** The socket types this system has: macOS has no SOCK_SEQPACKET Unix sockets. */
+export const SOCKET_TYPES: readonly SocketType[] = process.platform === 'darwin' ? ['stream', 'dgram'] : ['stream', 'seqpacket', 'dgram']
+
+/**
+ * The directory that lists this process's open descriptors. Elsewhere than
+ * Linux it is /dev/fd, which on FreeBSD lists them only with fdescfs mounted
+ * there (without it, only 0, 1 and 2).
+ */
+export const FD_DIRECTORY = process.platform === 'linux' ? '/proc/self/fd' : '/dev/fd'
+
+/** The numbers of this process's open descriptors, the listing's own included. */
+export function openFds(): number[] {
+  const fds = readdirSync(FD_DIRECTORY).map(Number)
+  // Node always holds more than stdio (its event loop's descriptors, at least).
+  if (!fds.some((fd) => fd > 2)) throw new Error(`${FD_DIRECTORY} lists only stdio: on FreeBSD, mount fdescfs there (mount -t fdescfs fdesc /dev/fd)`)
+  return fds
+}
 
 /** Descriptors open in this process right now. */
 export function fdCount(): number {
-  return readdirSync('/proc/self/fd').length
+  return openFds().length
+}
+
+/**
+ * Every descriptor of this process with what it refers to (device and inode;
+ * on Linux also procfs's name for it, which tells apart anonymous inodes that
+ * share one inode, such as an epoll and an eventfd): an unchanged table means
+ * no descriptor was opened, closed or replaced.
+ */
+export function fdTable(): string[] {
+  return openFds().map((fd) => {
+    try {
+      const { dev, ino, mode } = fstatSync(fd, { bigint: true })
+      const name = process.platform === 'linux' ? ` ${readlinkSync(`${FD_DIRECTORY}/${fd}`)}` : ''
+      return `${fd} → ${dev}:${ino} mode ${mode.toString(8)}${name}`
+    } catch {
+      return String(fd) // the directory handle the listing itself had open
+    }
+  })
+}
+
+/**
+ * The inode of the socket `fd` refers to: one number for the socket in every
+ * process that holds it (on Linux, the one /proc/net/unix lists).
+ */
+export function socketInode(fd: number): number {
+  return fstatSync(fd).ino
 }
 
 /**
@@ -22,7 +102,7 @@ export function fdCount(): number {
  */
 export function openAfterExec(fds: readonly number[]): number[] {
   if (fds.length === 0) return []
-  const probe = fds.map((n) => `[ -e /proc/self/fd/${n} ] && echo ${n}`).join('; ')
+  const probe = fds.map((n) => `[ -e ${FD_DIRECTORY}/${n} ] && echo ${n}`).join('; ')
   const out = spawnSync('sh', ['-c', `${probe}; true`], { encoding: 'utf8' })
   if (out.status !== 0) throw new Error(`the exec probe failed: ${out.stderr}`)
   return out.stdout.split('\n').filter(Boolean).map(Number)
@@ -30,10 +110,17 @@ export function openAfterExec(fds: readonly number[]): number[] {
 
 /** Threads of this process right now. */
 export function threadCount(): number {
-  const line = readFileSync('/proc/self/status', 'utf8')
-    .split('\n')
-    .find((l) => l.startsWith('Threads:'))
-  return Number(line?.split(/\s+/)[1])
+  if (process.platform === 'linux') {
+    const line = readFileSync('/proc/self/status', 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('Threads:'))
+    return Number(line?.split(/\s+/)[1])
+  }
+  // One line per thread: macOS's ps -M after a header line, FreeBSD's ps -H with the header left out.
+  const [args, headers] = process.platform === 'darwin' ? [['-M', '-p', String(process.pid)], 1] : [['-H', '-o', 'lwp=', '-p', String(process.pid)], 0]
+  const run = spawnSync('ps', args, { encoding: 'utf8' })
+  if (run.status !== 0) throw new Error(`ps ${args.join(' ')} failed: ${run.error?.message ?? run.stderr}`)
+  return run.stdout.split('\n').filter((line) => line.trim() !== '').length - headers
 }
 
 /** A loopback TCP or UDP port that was free a moment ago, for programs that bind it themselves. */
@@ -240,12 +327,21 @@ function parseLine(line: string): Line {
   }
 }
 
-/** Sets SO_SNDBUF and SO_RCVBUF of the socket `fd` to the kernel's minimum (Node cannot). */
+/**
+ * Linux rounds a socket buffer size up to its minimum (4,608 bytes for
+ * SO_SNDBUF); macOS and FreeBSD take any size as given, and a buffer smaller
+ * than one control message could never carry descriptors. So they get Linux's
+ * smallest send buffer for both, and the small-buffer cases run at about the
+ * same size everywhere.
+ */
+const SMALLEST_SOCKET_BUFFER = process.platform === 'linux' ? 1 : 4608
+
+/** Sets SO_SNDBUF and SO_RCVBUF of the socket `fd` to the smallest Linux allows (Node cannot); returns SO_SNDBUF. */
 export function shrinkSocketBuffers(fd: number): number {
   const script = [
     'import socket',
     's = socket.socket(fileno=3)',
-    'for option in (socket.SO_SNDBUF, socket.SO_RCVBUF): s.setsockopt(socket.SOL_SOCKET, option, 1)',
+    `for option in (socket.SO_SNDBUF, socket.SO_RCVBUF): s.setsockopt(socket.SOL_SOCKET, option, ${SMALLEST_SOCKET_BUFFER})`,
     'print(s.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF))',
   ].join('\n')
   const run = spawnSync('python3', ['-c', script], { stdio: ['ignore', 'pipe', 'pipe', fd], encoding: 'utf8' })

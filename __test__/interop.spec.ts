@@ -14,13 +14,57 @@ import test, { type ExecutionContext } from 'ava'
 
 import { closeAll, connect, limits, listen, spawnWithChannel, type Channel, type Descriptor, type Message, type SocketType } from 'fdpass'
 
-import { fdCount, freePort, openAfterExec, Process, settledFdCount, socketPath } from './helpers'
+import { fdCount, freePort, onlyOn, openAfterExec, Process, runsHere, settledFdCount, SOCKET_TYPES, socketPath, withSystemd, type Platform } from './helpers'
 
 const ROOT = join(__dirname, '..', '..')
 const INTEROP = join(ROOT, 'interop')
 const BIN = join(ROOT, 'build', 'interop')
 
 type PeerName = 'python' | 'go' | 'c' | 'systemd'
+
+/** Where a case can run (Linux has every peer), and what the other systems lack for it. */
+interface RunsOn {
+  platforms: readonly ['linux', ...Platform[]]
+  lacking: string
+}
+
+/**
+ * Where each peer builds and runs. The peers' wire behaviour in PROTOCOL.md
+ * is Linux's; where another system behaves otherwise for a case, the case
+ * says so (see the other RunsOn below).
+ */
+const PEERS_RUN_ON: Record<PeerName, RunsOn> = {
+  python: { platforms: ['linux', 'darwin', 'freebsd'], lacking: '' },
+  c: { platforms: ['linux', 'freebsd'], lacking: 'no SOCK_CLOEXEC, accept4, pipe2, MSG_NOSIGNAL or MSG_CMSG_CLOEXEC, which interop/c/peer.c uses' },
+  go: { platforms: ['linux', 'freebsd'], lacking: 'no MSG_CMSG_CLOEXEC in golang.org/x/sys/unix, which interop/go uses' },
+  systemd: { platforms: ['linux'], lacking: 'no systemd-socket-activate' },
+}
+
+/** On macOS, multiprocessing.reduction's sendfds waits for an acknowledgement byte and recvfds sends one (ACKNOWLEDGE). */
+const ACKNOWLEDGED: RunsOn = { platforms: ['linux', 'freebsd'], lacking: 'multiprocessing.reduction acknowledges each message, and raw fdpass does not' }
+
+/**
+ * socket.recv_fds sizes its control buffer with CMSG_LEN; FreeBSD, which fills
+ * CMSG_SPACE, truncates three descriptors there (python/cpython#111675).
+ */
+const RECV_FDS_FITS: RunsOn = { platforms: ['linux', 'darwin'], lacking: 'socket.recv_fds sizes its control buffer with CMSG_LEN, short of the CMSG_SPACE filled here (MSG_CTRUNC)' }
+
+/**
+ * A peer that sends several seqpacket messages: FreeBSD 15 ends a record only
+ * at MSG_EOR, which the peers do not send, so their messages run together
+ * (macOS has no seqpacket at all).
+ */
+const RECORD_PER_SEND: RunsOn = { platforms: ['linux'], lacking: 'a seqpacket record ends only at MSG_EOR, which the peers do not send' }
+
+/**
+ * Linux shortens cmsg_len to what fits when it truncates control data;
+ * FreeBSD leaves it whole, so peer.c would count, and close, descriptors that
+ * never arrived.
+ */
+const CMSG_LEN_TRUNCATED: RunsOn = { platforms: ['linux'], lacking: 'cmsg_len is left whole on MSG_CTRUNC, so peer.c would count descriptors that never arrived' }
+
+/** SO_PASSRIGHTS, for a listener that refuses descriptors in the kernel. */
+const REFUSES_FDS: RunsOn = { platforms: ['linux'], lacking: 'no SO_PASSRIGHTS' }
 
 /** Why a peer cannot run on this machine, for those that cannot. */
 function whyMissing(command: string, args: readonly string[]): string | undefined {
@@ -29,13 +73,6 @@ function whyMissing(command: string, args: readonly string[]): string | undefine
   return run.status === 0 ? undefined : `${command} ${args.join(' ')}: ${run.stderr.trim()}`
 }
 
-/**
- * The suite is Linux's: the peers' wire behaviour in PROTOCOL.md is Linux's
- * (on macOS multiprocessing's sendfds waits for an acknowledgement, and there
- * is no seqpacket).
- */
-const ON_LINUX = process.platform === 'linux'
-
 const missing: Partial<Record<PeerName, string>> = {}
 for (const [peer, command, args] of [
   ['python', 'python3', ['-c', 'import socket; socket.send_fds; socket.recv_fds']],
@@ -43,7 +80,8 @@ for (const [peer, command, args] of [
   ['c', 'cc', ['--version']],
   ['systemd', 'systemd-socket-activate', ['--version']],
 ] as const) {
-  const why = ON_LINUX ? whyMissing(command, args) : `the interoperability suite runs on Linux, not ${process.platform}`
+  if (!runsHere(PEERS_RUN_ON[peer].platforms)) continue
+  const why = whyMissing(command, args)
   if (why !== undefined) missing[peer] = why
 }
 if (Object.keys(missing).length > 0) {
@@ -62,7 +100,7 @@ const unbuilt: Partial<Record<PeerName, string>> = {}
 test.before(() => {
   mkdirSync(BIN, { recursive: true })
   const build = (peer: PeerName, command: string, args: string[], cwd: string): void => {
-    if (missing[peer] !== undefined) return
+    if (!runsHere(PEERS_RUN_ON[peer].platforms) || missing[peer] !== undefined) return
     const run = spawnSync(command, args, { cwd, encoding: 'utf8' })
     if (run.status !== 0) unbuilt[peer] = `${command} ${args.join(' ')}: ${run.error?.message ?? run.stderr}`
   }
@@ -70,36 +108,40 @@ test.before(() => {
   build('go', 'go', ['build', '-mod=readonly', '-o', join(BIN, 'go-peer'), '.'], join(INTEROP, 'go'))
 })
 
+interface CaseNeeds {
+  /** Besides the peer's own, what the case needs of the system; elsewhere it is skipped. */
+  runsOn?: readonly RunsOn[]
+  /** What this machine lacks for the case, where the system has it (an older kernel). */
+  alsoMissing?: string | undefined
+}
+
 /**
- * Registers a case that needs `peer` (and whatever `alsoMissing` says this
- * machine lacks for it). Where something is missing, the case fails on Linux,
- * in CI or not (so a green run means every peer ran), with the reason; off
- * Linux it is skipped, with the reason in its title.
+ * Registers a case that needs `peer`. On a system that cannot run it (see
+ * RunsOn) it is skipped, with the reason in its title. Where the system can
+ * but this machine lacks something (a peer's tool, `alsoMissing`), the case
+ * fails with the reason, in CI or not: a green run means every peer ran.
  */
-function peerTest(peer: PeerName, title: string, body: (t: ExecutionContext) => Promise<void>, alsoMissing?: string): void {
-  const why = missing[peer] ?? alsoMissing
-  if (why === undefined) {
-    test.serial(title, async (t) => {
-      t.timeout(CASE_TIMEOUT_MS)
-      const failed = unbuilt[peer]
-      if (failed !== undefined) return t.fail(`the ${peer} peer did not build: ${failed}`)
-      try {
-        await body(t)
-      } catch (err) {
-        // An error on this side (EPIPE, say) often has its cause in the peer's stderr.
-        const running = peers.get(t)
-        if (running) {
-          await Promise.race([running.exited, new Promise((resolve) => setTimeout(resolve, 1000))])
-          t.log(`the peer's stderr: ${running.stderr || '(empty)'}`)
-        }
-        throw err
+function peerTest(peer: PeerName, title: string, body: (t: ExecutionContext) => Promise<void>, { runsOn = [], alsoMissing }: CaseNeeds = {}): void {
+  const where = [PEERS_RUN_ON[peer], ...runsOn].find((needs) => !runsHere(needs.platforms)) ?? PEERS_RUN_ON[peer]
+  const register = peer === 'systemd' ? withSystemd(test.serial) : onlyOn(test.serial, where.platforms, where.lacking)
+  register(title, async (t) => {
+    const why = missing[peer] ?? alsoMissing
+    if (why !== undefined) return t.fail(`cannot run here: ${why}`)
+    t.timeout(CASE_TIMEOUT_MS)
+    const failed = unbuilt[peer]
+    if (failed !== undefined) return t.fail(`the ${peer} peer did not build: ${failed}`)
+    try {
+      await body(t)
+    } catch (err) {
+      // An error on this side (EPIPE, say) often has its cause in the peer's stderr.
+      const running = peers.get(t)
+      if (running) {
+        await Promise.race([running.exited, new Promise((resolve) => setTimeout(resolve, 1000))])
+        t.log(`the peer's stderr: ${running.stderr || '(empty)'}`)
       }
-    })
-  } else if (ON_LINUX) {
-    test.serial(title, (t) => t.fail(`cannot run here: ${why}`))
-  } else {
-    test.skip(`${title} [not run: ${why}]`, () => undefined)
-  }
+      throw err
+    }
+  })
 }
 
 function peerCommand(peer: PeerName): [string, string[]] {
@@ -139,6 +181,10 @@ interface Library {
   exposesPayload: boolean
   /** The library's receive makes descriptors close-on-exec (documented in PROTOCOL.md; a peer that does not leaks them into what it execs). */
   receivesCloexec: boolean
+  /** What the library needs of the system, both ways, besides what its peer needs. */
+  runsOn?: RunsOn
+  /** What its receive needs of the system. */
+  receivesOn?: RunsOn
 }
 
 const given = (payload: string | null): Buffer => Buffer.from(payload ?? '', 'hex')
@@ -155,6 +201,7 @@ const LIBRARIES: readonly Library[] = [
     toSend: namesJoined,
     exposesPayload: true,
     receivesCloexec: false,
+    receivesOn: RECV_FDS_FITS,
   },
   {
     peer: 'python',
@@ -167,6 +214,7 @@ const LIBRARIES: readonly Library[] = [
     toSend: (names) => Buffer.from([names.length % 256]),
     exposesPayload: false,
     receivesCloexec: false,
+    runsOn: ACKNOWLEDGED,
   },
   {
     peer: 'go',
@@ -225,8 +273,6 @@ const LIBRARIES: readonly Library[] = [
     receivesCloexec: true,
   },
 ]
-
-const TYPES: readonly SocketType[] = ['stream', 'seqpacket', 'dgram']
 
 /** Bounds each receive from a peer, so that one that stops sending fails with the receive's own error. */
 const PATIENCE_MS = 30_000
@@ -470,9 +516,12 @@ async function peerReceives(t: ExecutionContext, library: Library, type: SocketT
 }
 
 for (const library of LIBRARIES) {
-  for (const type of TYPES) {
-    peerTest(library.peer, `${library.title} → fdpass, ${type}`, (t) => peerSends(t, library, type))
-    peerTest(library.peer, `fdpass → ${library.title}, ${type}`, (t) => peerReceives(t, library, type))
+  const both = library.runsOn === undefined ? [] : [library.runsOn]
+  const receiving = library.receivesOn === undefined ? [] : [library.receivesOn]
+  for (const type of SOCKET_TYPES) {
+    const severalRecords = type === 'seqpacket' && library.onePerMessage ? [RECORD_PER_SEND] : []
+    peerTest(library.peer, `${library.title} → fdpass, ${type}`, (t) => peerSends(t, library, type), { runsOn: [...both, ...severalRecords] })
+    peerTest(library.peer, `fdpass → ${library.title}, ${type}`, (t) => peerReceives(t, library, type), { runsOn: [...both, ...receiving] })
   }
 }
 
@@ -500,40 +549,63 @@ async function hostile(
   return report
 }
 
-for (const type of TYPES) {
-  peerTest('c', `hostile C: more descriptors than the receive allows (4, maxFds 2) → ERR_FDPASS_TOO_MANY_FDS, all closed, ${type}`, async (t) => {
-    const report = await hostile(t, 'many:4', { type }, async (channel) => {
-      await t.throwsAsync(channel.recv(recvOptions({ maxFds: 2 })), { code: 'ERR_FDPASS_TOO_MANY_FDS' })
-    })
-    t.is(report.sent, 4)
-  })
+for (const type of SOCKET_TYPES) {
+  // In each case but small-control the peer sends two messages: its own, then "after".
+  const thenAfter = type === 'seqpacket' ? { runsOn: [RECORD_PER_SEND] } : {}
 
-  peerTest('c', `hostile C: more descriptors than the control buffer holds (253, maxFds 2) → ERR_FDPASS_CONTROL_TRUNCATED, all closed, ${type}`, async (t) => {
-    const report = await hostile(t, `many:${limits.maxFdsPerMessage}`, { type }, async (channel) => {
-      await t.throwsAsync(channel.recv(recvOptions({ maxFds: 2 })), { code: 'ERR_FDPASS_CONTROL_TRUNCATED' })
-    })
-    t.is(report.sent, limits.maxFdsPerMessage)
-  })
+  peerTest(
+    'c',
+    `hostile C: more descriptors than the receive allows (4, maxFds 2) → ERR_FDPASS_TOO_MANY_FDS, all closed, ${type}`,
+    async (t) => {
+      const report = await hostile(t, 'many:4', { type }, async (channel) => {
+        await t.throwsAsync(channel.recv(recvOptions({ maxFds: 2 })), { code: 'ERR_FDPASS_TOO_MANY_FDS' })
+      })
+      t.is(report.sent, 4)
+    },
+    thenAfter,
+  )
 
-  peerTest('c', `hostile C: descriptors to a receive that asked for none (maxFds 0) → ERR_FDPASS_TOO_MANY_FDS, closed, ${type}`, async (t) => {
-    const report = await hostile(t, 'unasked', { type }, async (channel) => {
-      await t.throwsAsync(channel.recv(recvOptions({ maxFds: 0 })), { code: 'ERR_FDPASS_TOO_MANY_FDS' })
-    })
-    t.is(report.errno, 0, 'the kernel took them; fdpass closed them')
-  })
+  peerTest(
+    'c',
+    `hostile C: more descriptors than the control buffer holds (${limits.maxFdsPerMessage}, maxFds 2) → ERR_FDPASS_CONTROL_TRUNCATED, all closed, ${type}`,
+    async (t) => {
+      const report = await hostile(t, `many:${limits.maxFdsPerMessage}`, { type }, async (channel) => {
+        await t.throwsAsync(channel.recv(recvOptions({ maxFds: 2 })), { code: 'ERR_FDPASS_CONTROL_TRUNCATED' })
+      })
+      t.is(report.sent, limits.maxFdsPerMessage)
+    },
+    thenAfter,
+  )
 
-  peerTest('c', `hostile C: a receiver whose control buffer is too small on purpose loses descriptors there, none here, ${type}`, async (t) => {
-    const report = await hostile(t, 'small-control', { type }, async (channel) => {
-      const fds = Array.from({ length: 5 }, () => openSync('/dev/null', 'r'))
-      await channel.send({ data: 'five', fds, move: true })
-    })
-    t.true(report.ctrunc, 'the peer saw MSG_CTRUNC')
-    t.is(report.arrived, 1, 'one descriptor reached the peer, the rest were dropped by its kernel')
-    t.is(report.payload, 'five')
-  })
+  peerTest(
+    'c',
+    `hostile C: descriptors to a receive that asked for none (maxFds 0) → ERR_FDPASS_TOO_MANY_FDS, closed, ${type}`,
+    async (t) => {
+      const report = await hostile(t, 'unasked', { type }, async (channel) => {
+        await t.throwsAsync(channel.recv(recvOptions({ maxFds: 0 })), { code: 'ERR_FDPASS_TOO_MANY_FDS' })
+      })
+      t.is(report.errno, 0, 'the kernel took them; fdpass closed them')
+    },
+    thenAfter,
+  )
+
+  peerTest(
+    'c',
+    `hostile C: a receiver whose control buffer is too small on purpose loses descriptors there, none here, ${type}`,
+    async (t) => {
+      const report = await hostile(t, 'small-control', { type }, async (channel) => {
+        const fds = Array.from({ length: 5 }, () => openSync('/dev/null', 'r'))
+        await channel.send({ data: 'five', fds, move: true })
+      })
+      t.true(report.ctrunc, 'the peer saw MSG_CTRUNC')
+      t.is(report.arrived, 1, 'one descriptor reached the peer, the rest were dropped by its kernel')
+      t.is(report.payload, 'five')
+    },
+    { runsOn: [CMSG_LEN_TRUNCATED] },
+  )
 }
 
-for (const type of ['stream', 'seqpacket'] as const) {
+for (const type of (['stream', 'seqpacket'] as const).filter((type) => SOCKET_TYPES.includes(type))) {
   peerTest(
     'c',
     `hostile C: descriptors to a listener that refuses them (refuseFds) → the peer's sendmsg fails, nothing arrives, ${type}`,
@@ -541,23 +613,28 @@ for (const type of ['stream', 'seqpacket'] as const) {
       const report = await hostile(t, 'unasked', { type, refuseFds: true }, async () => undefined)
       t.is(report.errno, osConstants.errno.EPERM, `the kernel refused the descriptors: ${String(report.error)}`)
     },
-    limits.canRefuseFds ? undefined : 'this kernel has no SO_PASSRIGHTS (Linux 6.16 or later)',
+    { runsOn: [REFUSES_FDS], alsoMissing: limits.canRefuseFds ? undefined : 'this kernel has no SO_PASSRIGHTS (Linux 6.16 or later)' },
   )
 }
 
-for (const type of ['seqpacket', 'dgram'] as const) {
-  peerTest('c', `hostile C: descriptors with a zero-length payload arrive as an empty message in raw mode, ${type}`, async (t) => {
-    await hostile(t, 'empty', { type }, async (channel) => {
-      const message = await channel.recv(recvOptions())
-      t.is(message.data.length, 0)
-      t.deepEqual(
-        message.fds.map((fd) => fd.kind),
-        ['char-device', 'char-device'],
-      )
-      t.deepEqual(openAfterExec(message.fds.map((fd) => fd.fd)), [], 'close-on-exec')
-      for (const fd of message.fds) fd.close()
-    })
-  })
+for (const type of (['seqpacket', 'dgram'] as const).filter((type) => SOCKET_TYPES.includes(type))) {
+  peerTest(
+    'c',
+    `hostile C: descriptors with a zero-length payload arrive as an empty message in raw mode, ${type}`,
+    async (t) => {
+      await hostile(t, 'empty', { type }, async (channel) => {
+        const message = await channel.recv(recvOptions())
+        t.is(message.data.length, 0)
+        t.deepEqual(
+          message.fds.map((fd) => fd.kind),
+          ['char-device', 'char-device'],
+        )
+        t.deepEqual(openAfterExec(message.fds.map((fd) => fd.fd)), [], 'close-on-exec')
+        for (const fd of message.fds) fd.close()
+      })
+    },
+    type === 'seqpacket' ? { runsOn: [RECORD_PER_SEND] } : {},
+  )
 }
 
 peerTest('c', 'hostile C: descriptors with a zero-length payload on a framed dgram channel → ERR_FDPASS_PROTOCOL, closed', async (t) => {

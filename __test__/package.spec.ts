@@ -13,16 +13,38 @@ import test from 'ava'
 const ROOT = join(__dirname, '..', '..')
 const rootPackage = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string; files: string[] }
 
-/** The per-platform packages in npm/, by directory. */
-function platformPackages(): Map<string, { name: string; main: string }> {
-  const dirs = readdirSync(join(ROOT, 'npm'))
-  return new Map(dirs.map((dir) => [dir, JSON.parse(readFileSync(join(ROOT, 'npm', dir, 'package.json'), 'utf8')) as { name: string; main: string }]))
+interface PlatformManifest {
+  name: string
+  main: string
+  os: string[]
+  cpu: string[]
+  libc?: string[]
 }
 
-/** This machine's platform directory name in npm/ (Linux x64 glibc here). */
+/** The per-platform packages in npm/, by directory. */
+function platformPackages(): Map<string, PlatformManifest> {
+  const dirs = readdirSync(join(ROOT, 'npm'))
+  return new Map(dirs.map((dir) => [dir, JSON.parse(readFileSync(join(ROOT, 'npm', dir, 'package.json'), 'utf8')) as PlatformManifest]))
+}
+
+/** Whether this Node runs on glibc (else, on Linux, musl). */
+function onGlibc(): boolean {
+  return (process.report.getReport() as { header?: { glibcVersionRuntime?: string } }).header?.glibcVersionRuntime !== undefined
+}
+
+/** This machine's platform as the loader names it (linux-x64-gnu, darwin-arm64, freebsd-x64, ...). */
 function thisPlatform(): string {
-  const glibc = (process.report.getReport() as { header?: { glibcVersionRuntime?: string } }).header?.glibcVersionRuntime
-  return `${process.platform}-${process.arch}${process.platform === 'linux' ? (glibc ? '-gnu' : '-musl') : ''}`
+  return `${process.platform}-${process.arch}${process.platform === 'linux' ? (onGlibc() ? '-gnu' : '-musl') : ''}`
+}
+
+/** The one package in npm/ that npm installs here, by its os, cpu and libc: its directory and manifest. */
+function thisPlatformPackage(): [string, PlatformManifest] {
+  const libc = onGlibc() ? 'glibc' : 'musl'
+  const [fitting, ...others] = [...platformPackages()].filter(
+    ([, { os, cpu, libc: libcs }]) => os.includes(process.platform) && cpu.includes(process.arch) && (libcs === undefined || libcs.includes(libc)),
+  )
+  if (fitting === undefined || others.length > 0) throw new Error(`not exactly one package in npm/ fits ${thisPlatform()}: ${[fitting, ...others].map((entry) => entry?.[0]).join(', ')}`)
+  return fitting
 }
 
 /** A PATH with no cargo or rustc on it. */
@@ -52,9 +74,7 @@ function pack(into: string): { main: string; platform: string } {
   delete manifest.devDependencies
   writeFileSync(join(stage, 'package.json'), JSON.stringify(manifest, null, 2))
 
-  const dir = thisPlatform()
-  const platform = platformPackages().get(dir)
-  if (!platform) throw new Error(`no npm/${dir} package`)
+  const [dir, platform] = thisPlatformPackage()
   const platformStage = join(into, dir)
   cpSync(join(ROOT, 'npm', dir), platformStage, { recursive: true })
   copyFileSync(join(ROOT, platform.main), join(platformStage, platform.main))
@@ -95,7 +115,50 @@ const { spawnWithChannel } = require('fdpass')
 require('./parent.cjs')({ spawnWithChannel }).then((line) => console.log(line))
 `
 
-test.serial('npm pack tarballs install offline without Rust and pass a descriptor, through import and through require', (t) => {
+// Type-checked, not run: each line only compiles with the package's types
+// found and right, and @ts-expect-error fails the check if they were 'any'.
+const CONSUMER_ESM = `
+import { connect, listen, socketPair, type Channel, type Message } from 'fdpass'
+import { offerListeners, type Listener } from 'fdpass/handoff'
+import { listenFds } from 'fdpass/activation'
+export async function use(): Promise<void> {
+  const [a, b]: [Channel, Channel] = socketPair({ type: 'seqpacket' })
+  await a.send({ data: 'x', fds: [0] })
+  const message: Message = await b.recv()
+  const count: number = message.fds.length
+  const channel: Channel = await connect('/tmp/socket')
+  const server = listen({ path: '/tmp/socket' }, (peer: Channel) => peer.close())
+  const listeners: Map<string, unknown[]> = listenFds()
+  const offered: Listener = server as unknown as Listener
+  await offerListeners({ path: '/tmp/control', listeners: { http: offered } })
+  // @ts-expect-error connect needs a target
+  await connect()
+  void [count, channel, listeners]
+}
+`
+const CONSUMER_CJS = `
+import fdpass = require('fdpass')
+import handoff = require('fdpass/handoff')
+export function use(): fdpass.Channel {
+  const [a]: [fdpass.Channel, fdpass.Channel] = fdpass.socketPair()
+  const take: typeof handoff.takeListeners = handoff.takeListeners
+  // @ts-expect-error socketPair takes options, not a number
+  fdpass.socketPair(5)
+  void take
+  return a
+}
+`
+/** The TypeScript a user would compile with: Node's module rules, strict, the package's .d.ts files checked too. */
+function typeCheckConsumers(project: string): { status: number | null; output: string } {
+  writeFileSync(join(project, 'consumer.mts'), CONSUMER_ESM)
+  writeFileSync(join(project, 'consumer.cts'), CONSUMER_CJS)
+  const compilerOptions = { module: 'nodenext', target: 'es2022', strict: true, noEmit: true, skipLibCheck: false, types: ['node'], typeRoots: [join(ROOT, 'node_modules', '@types')] }
+  writeFileSync(join(project, 'tsconfig.json'), JSON.stringify({ compilerOptions, files: ['consumer.mts', 'consumer.cts'] }))
+  const run = spawnSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', project], { encoding: 'utf8' })
+  return { status: run.status, output: run.stdout + run.stderr }
+}
+
+test.serial('npm pack tarballs install offline without Rust and pass a descriptor, through import and through require, with types for both', (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'fdpass-pack-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   const { main, platform } = pack(dir)
@@ -116,6 +179,9 @@ test.serial('npm pack tarballs install offline without Rust and pass a descripto
     t.is(run.status, 0, `${script}: ${run.stderr}`)
     t.is(run.stdout.trim(), 'a file: passed along', script)
   }
+
+  const typed = typeCheckConsumers(project)
+  t.is(typed.status, 0, `an ESM and a CommonJS consumer type-check against the installed package:\n${typed.output}`)
 })
 
 test.serial('a platform without a binary gets one error naming it and how to build from source', (t) => {

@@ -113,12 +113,17 @@ test.serial('a message with more descriptors than maxFds is refused whole and cl
 })
 
 test.serial('raw mode: control data past the buffer is truncated, reported, and closed', async (t) => {
+  // FreeBSD carries at most 85 in one raw message.
+  const sent = Math.min(100, limits.maxFdsPerMessage)
   const r = await withPeer(
     'send-n',
-    ['100', 'raw'],
+    [String(sent), 'raw'],
     async (channel) => {
       const before = fdCount()
-      await t.throwsAsync(channel.recv({ maxFds: 2 }), { code: 'ERR_FDPASS_CONTROL_TRUNCATED' })
+      // macOS installs every descriptor before it truncates, so there a
+      // receive's buffer holds all it may install and the surplus is refused.
+      const code = process.platform === 'darwin' ? 'ERR_FDPASS_TOO_MANY_FDS' : 'ERR_FDPASS_CONTROL_TRUNCATED'
+      await t.throwsAsync(channel.recv({ maxFds: 2 }), { code })
       t.is(fdCount(), before)
       await channel.send({ data: 'ack' })
     },

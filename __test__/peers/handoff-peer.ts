@@ -3,10 +3,9 @@
  * CONTROL_PATH [ARGS]. Prints JSON lines: what it did, for the spec to check.
  * Roles that wait for the spec read one line of stdin per step.
  */
-import { spawnSync } from 'node:child_process'
 import * as dgram from 'node:dgram'
 import { once } from 'node:events'
-import { openSync, readdirSync } from 'node:fs'
+import { openSync } from 'node:fs'
 import * as http from 'node:http'
 import * as net from 'node:net'
 import { createInterface } from 'node:readline'
@@ -14,8 +13,9 @@ import { createInterface } from 'node:readline'
 import { listenFds } from 'fdpass/activation'
 import { offerListeners, takeListeners } from 'fdpass/handoff'
 
+import { fdCount, openAfterExec, openFds } from '../helpers'
+
 const say = (line: Record<string, unknown>): void => void process.stdout.write(`${JSON.stringify(line)}\n`)
-const fdCount = (): number => readdirSync('/proc/self/fd').length
 const stdinLines = createInterface({ input: process.stdin })[Symbol.asyncIterator]()
 /** Waits for the spec's next line on stdin. */
 async function step(): Promise<string> {
@@ -60,8 +60,7 @@ const roles: Record<string, (control: string, args: string[]) => Promise<void>> 
     const env = ['LISTEN_PID', 'LISTEN_FDS', 'LISTEN_FDNAMES'].filter((name) => process.env[name] !== undefined)
     const passed = listenFds()
     const http = passed.get('http') ?? []
-    // A child execs with only the descriptors not marked close-on-exec.
-    const inherited = spawnSync('sh', ['-c', 'ls /proc/$$/fd'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).stdout.split('\n').filter(Boolean).map(Number)
+    const inherited = openAfterExec(openFds())
     say({
       names: [...passed.keys()],
       kinds: http.map((fd) => fd.kind),

@@ -4,11 +4,11 @@
  * node hostile.js ROLE [ARGS]. Each role takes its channel from its parent
  * (spawnWithChannel) and prints JSON lines as it goes.
  */
-import { closeSync, openSync, readlinkSync } from 'node:fs'
+import { closeSync, openSync } from 'node:fs'
 
 import { inheritedChannel, type Channel, type Message } from 'fdpass'
 
-import { devNulls, fdCount, receiveStorm, sendStorm, shrinkSocketBuffers } from '../helpers'
+import { devNulls, fdCount, receiveStorm, sendStorm, shrinkSocketBuffers, socketInode } from '../helpers'
 
 const report = (line: Record<string, unknown>): void => {
   process.stdout.write(`${JSON.stringify(line)}\n`)
@@ -81,9 +81,9 @@ const roles: Record<string, (channel: Channel, args: string[]) => Promise<void>>
 
   /** Sends its own end of the channel over itself, then exits without closing it. */
   async 'send-itself'(channel) {
-    const inode = /socket:\[(\d+)\]/.exec(readlinkSync(`/proc/self/fd/${channel.fd}`))?.[1]
+    const inode = socketInode(channel.fd)
     await channel.send({ data: 'my own socket', fds: [channel.fd] })
-    report({ inode: Number(inode) })
+    report({ inode })
     process.exit(0)
   },
 

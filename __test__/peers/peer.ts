@@ -6,22 +6,14 @@
 import { spawn } from 'node:child_process'
 import * as dgram from 'node:dgram'
 import { once } from 'node:events'
-import { closeSync, createReadStream, createWriteStream, openSync, readdirSync, readFileSync, readlinkSync } from 'node:fs'
+import { closeSync, createReadStream, createWriteStream, openSync, readFileSync } from 'node:fs'
 import { open } from 'node:fs/promises'
 import * as http from 'node:http'
 import * as net from 'node:net'
 
 import { connect, socketPair, type Channel } from 'fdpass'
 
-const fdCount = (): number => readdirSync('/proc/self/fd').length
-const fdList = (): string[] =>
-  readdirSync('/proc/self/fd').map((f) => {
-    try {
-      return `${f}:${readlinkSync(`/proc/self/fd/${f}`)}`
-    } catch {
-      return f
-    }
-  })
+import { fdCount, fdTable } from '../helpers'
 
 async function awaitAck(channel: Channel): Promise<void> {
   const ack = await channel.recv({ maxFds: 0 })
@@ -218,12 +210,12 @@ async function main(): Promise<void> {
   await new Promise((r) => warm.once('listening', r))
   await new Promise((r) => warm.close(r))
   const before = fdCount()
-  const listed = fdList()
+  const listed = fdTable()
   await run(socket, args)
   // Sockets released by the reactor close just after their last wait; allow that.
   for (let i = 0; i < 200 && fdCount() !== before; i++) await new Promise((r) => setTimeout(r, 10))
   const after = fdCount()
-  const now = fdList()
+  const now = fdTable()
   const gained = now.filter((f) => !listed.includes(f))
   process.stdout.write(`${JSON.stringify({ before, after, gained })}\n`)
 }

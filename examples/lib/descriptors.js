@@ -4,8 +4,8 @@ const { spawn } = require('node:child_process')
 const { readdirSync } = require('node:fs')
 const net = require('node:net')
 
-/** Descriptors open in this process now (Linux). */
-const openFds = () => readdirSync('/proc/self/fd').length
+/** Descriptors open in this process now (FreeBSD: with fdescfs on /dev/fd). */
+const openFds = () => readdirSync(process.platform === 'linux' ? '/proc/self/fd' : '/dev/fd').length
 
 /**
  * The count to compare against at the end. libuv opens a spare /dev/null the

@@ -90,8 +90,9 @@ enum RecordStep {
 }
 
 /// Runs `receive` with a data buffer of `bytes` and a control buffer sized
-/// for `max_fds` (exactly: its size is what limits the descriptors the kernel
-/// may deliver). `receive` must not receive again (it makes one call).
+/// for `max_fds` (its size is what limits the descriptors the kernel may
+/// deliver; it can hold more, see `sys::control_space`). `receive` must not
+/// receive again (it makes one call).
 fn with_scratch<T>(
     bytes: usize,
     max_fds: usize,
@@ -680,7 +681,8 @@ impl Channel {
             });
         }
         if got.fds.len() > opts.max_fds {
-            // CMSG_SPACE rounding can admit more than asked for (standard-ai/sendfd#14).
+            // The buffer can hold more than asked for: CMSG_SPACE rounds up
+            // (standard-ai/sendfd#14), and on macOS it holds all XNU installs.
             return Err(Error::TooManyFds {
                 count: got.fds.len(),
                 limit: opts.max_fds,

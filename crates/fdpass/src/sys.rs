@@ -635,13 +635,27 @@ pub enum Recv {
 /// Bytes of control buffer that hold `max_fds` descriptors plus room for a
 /// credentials message, so SO_PASSCRED cannot push SCM_RIGHTS out
 /// (rhboot/pesign#69). Sized with CMSG_SPACE, never CMSG_LEN (FreeBSD
-/// truncates with CMSG_LEN, python/cpython#111675).
+/// truncates with CMSG_LEN, python/cpython#111675). Never room for fewer
+/// than [`FDS_ROOM_FLOOR`], so it may hold more than `max_fds`: callers close
+/// and report what is over their limit.
 pub fn control_space(max_fds: usize) -> usize {
-    let fds_bytes = max_fds.max(1) * size_of::<RawFd>();
+    let fds_bytes = max_fds.max(FDS_ROOM_FLOOR) * size_of::<RawFd>();
     // SAFETY: CMSG_SPACE is pure arithmetic on its argument.
     let rights = unsafe { libc::CMSG_SPACE(fds_bytes as u32) } as usize;
     rights + credentials_space()
 }
+
+/// Descriptors every receive has room for, however few it accepts. XNU
+/// installs every descriptor of a message in this process before it cuts the
+/// control data down to the buffer, and what it cuts leaves no trace
+/// (python/cpython#80931): a buffer smaller than the message leaks the rest.
+/// XNU takes at most MCLBYTES (2048 bytes) of control data from a sender, so
+/// room for 512 descriptors sees every one. Linux installs only what fits, and
+/// FreeBSD none of a message that does not fit.
+#[cfg(target_vendor = "apple")]
+const FDS_ROOM_FLOOR: usize = 2048 / size_of::<RawFd>();
+#[cfg(not(target_vendor = "apple"))]
+const FDS_ROOM_FLOOR: usize = 1;
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn credentials_space() -> usize {

@@ -29,5 +29,5 @@ done
 for target in "${targets[@]}"; do
   runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "logs/$target.log" | grep -o '[0-9]*$')
   cover=$(grep -o 'cov: [0-9]*' "logs/$target.log" | tail -1)
-  echo "$target: $runs executions in ${seconds}s, $cover, corpus $(ls "corpus/$target" | wc -l) inputs"
+  echo "$target: $runs executions in ${seconds}s, $cover, corpus $(find "corpus/$target" -type f | wc -l) inputs"
 done

@@ -1,6 +1,6 @@
-// Developer tools pinned by go.sum and run with `go tool`: actionlint checks
-// .github/workflows in `npm run lint` (shellcheck, when on PATH, checks their
-// run: scripts). `go mod download` in .ci/run fetches them from the module proxy.
+// Developer tools pinned by go.sum and run with `go tool`: actionlint, which
+// tools/lint-ci.sh runs in `npm run lint` on .github/workflows. `go mod
+// download` in .ci/run fetches them from the module proxy.
 module github.com/fdpass/fdpass/tools
 
 go 1.25.0

@@ -43,8 +43,17 @@ export function onlyOn(register: Register, platforms: readonly ['linux', ...Plat
  */
 export function withSystemd(register: Register): (title: string, implementation: ImplementationFn<[]>) => void {
   if (process.env.FDPASS_TEST_WITHOUT_SYSTEMD === '1') return (title, implementation) => register.skip(`${title} [FDPASS_TEST_WITHOUT_SYSTEMD=1: no systemd here]`, implementation)
-  return onlyOn(register, ['linux'], 'no systemd-socket-activate')
+  return onlyOn(register, SYSTEMD.platforms, SYSTEMD.lacking)
 }
+
+/** Where a test can run (Linux has all the suite tests), and what the other systems lack for it. */
+export interface RunsOn {
+  platforms: readonly ['linux', ...Platform[]]
+  lacking: string
+}
+
+/** Where systemd's activator runs. */
+export const SYSTEMD: RunsOn = { platforms: ['linux'], lacking: 'no systemd-socket-activate' }
 
 /** The socket types this system has: macOS has no SOCK_SEQPACKET Unix sockets. */
 export const SOCKET_TYPES: readonly SocketType[] = process.platform === 'darwin' ? ['stream', 'dgram'] : ['stream', 'seqpacket', 'dgram']

@@ -14,19 +14,13 @@ import test, { type ExecutionContext } from 'ava'
 
 import { closeAll, connect, limits, listen, spawnWithChannel, type Channel, type Descriptor, type Message, type SocketType } from 'fdpass'
 
-import { fdCount, freePort, onlyOn, openAfterExec, Process, runsHere, settledFdCount, SOCKET_TYPES, socketPath, withSystemd, type Platform } from './helpers'
+import { fdCount, freePort, onlyOn, openAfterExec, Process, runsHere, settledFdCount, SOCKET_TYPES, socketPath, SYSTEMD, withSystemd, type RunsOn } from './helpers'
 
 const ROOT = join(__dirname, '..', '..')
 const INTEROP = join(ROOT, 'interop')
 const BIN = join(ROOT, 'build', 'interop')
 
 type PeerName = 'python' | 'go' | 'c' | 'systemd'
-
-/** Where a case can run (Linux has every peer), and what the other systems lack for it. */
-interface RunsOn {
-  platforms: readonly ['linux', ...Platform[]]
-  lacking: string
-}
 
 /**
  * Where each peer builds and runs. The peers' wire behaviour in PROTOCOL.md
@@ -37,7 +31,7 @@ const PEERS_RUN_ON: Record<PeerName, RunsOn> = {
   python: { platforms: ['linux', 'darwin', 'freebsd'], lacking: '' },
   c: { platforms: ['linux', 'freebsd'], lacking: 'no SOCK_CLOEXEC, accept4, pipe2, MSG_NOSIGNAL or MSG_CMSG_CLOEXEC, which interop/c/peer.c uses' },
   go: { platforms: ['linux', 'freebsd'], lacking: 'no MSG_CMSG_CLOEXEC in golang.org/x/sys/unix, which interop/go uses' },
-  systemd: { platforms: ['linux'], lacking: 'no systemd-socket-activate' },
+  systemd: SYSTEMD,
 }
 
 /** On macOS, multiprocessing.reduction's sendfds waits for an acknowledgement byte and recvfds sends one (ACKNOWLEDGE). */

@@ -271,7 +271,8 @@ function holderFd(holder: unknown, name: string): number {
   }
   const valid = (fd: unknown, what: string): number => {
     if (typeof fd !== 'number' || fd < 0) throw noDescriptor(name, what)
-    return fd
+    // A number the native side would truncate (1.5, Infinity, 2 ** 32 + 1) names another descriptor.
+    return validateInteger(`${name}.fd`, fd, 0, MAX_FD_NUMBER)
   }
   if (holder instanceof ReceivedFd) return valid(holder.released ? -1 : holder.fd, 'a ReceivedFd that was taken or closed')
   if (holder instanceof net.Socket) return valid((holder as HandleHolder)._handle?.fd, 'a net.Socket that is not connected or was destroyed')
@@ -907,9 +908,11 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
     const holders = opts.fds ?? []
     if (!Array.isArray(holders)) throw invalidArgType('message.fds', 'an array', holders)
     const numbers = numberScratch(holders.length)
-    holders.forEach((holder, i) => {
-      numbers[i] = descriptorOf(holder, i)
-    })
+    // Every index, holes included (forEach would skip a hole and leave
+    // whatever an earlier call put in the shared array): a hole is not a
+    // descriptor, and each of the first `holders.length` numbers is written
+    // here before anything reads them.
+    for (let i = 0; i < holders.length; i++) numbers[i] = descriptorOf(holders[i], i)
     if (this.framing === 'raw' && holders.length > limits.maxFdsPerMessage) {
       throw makeError(
         RangeError,

@@ -4,7 +4,7 @@
  * node hostile.js ROLE [ARGS]. Each role takes its channel from its parent
  * (spawnWithChannel) and prints JSON lines as it goes.
  */
-import { closeSync, openSync } from 'node:fs'
+import { closeSync, openSync, readlinkSync } from 'node:fs'
 
 import { inheritedChannel, type Channel, type Message } from 'fdpass'
 
@@ -171,6 +171,18 @@ const roles: Record<string, (channel: Channel, args: string[]) => Promise<void>>
     report({ signals })
     await stdinLine()
     channel.close()
+  },
+
+  /**
+   * Receives until the channel ends and reports each message: its data and
+   * what each descriptor refers to (procfs's name), then closes them.
+   */
+  async 'report-received'(channel) {
+    for await (const message of channel) {
+      report({ data: message.data.toString(), fds: message.fds.map((fd) => readlinkSync(`/proc/self/fd/${fd.fd}`)) })
+      for (const fd of message.fds) fd.close()
+    }
+    report({ ended: true, open: fdCount() })
   },
 
   /** Receives a storm, then sends one back, on a socket whose buffers it shrank to the minimum. */

@@ -1,0 +1,72 @@
+// Descriptors that could reach the wrong peer or the wrong message: every
+// case runs the receiver as a real process and checks what each descriptor it
+// got refers to, and both processes' descriptor tables.
+import { closeSync, mkdtempSync, openSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { PassThrough } from 'node:stream'
+
+import test, { type ExecutionContext } from 'ava'
+
+import { closeAll, socketPair, spawnWithChannel, type Channel } from 'fdpass'
+
+import { fdCount, fdTable, onlyOn, Process, settledFdCount, type Line } from './helpers'
+
+const HOSTILE = join(__dirname, 'peers', 'hostile.js')
+
+/** A peer that reports every message it receives, with what each descriptor refers to. */
+function reporter(t: ExecutionContext): { peer: Process; channel: Channel } {
+  const { child, channel } = spawnWithChannel(process.execPath, [HOSTILE, 'report-received'], { stdio: ['pipe', 'pipe', 'pipe'] })
+  t.teardown(() => {
+    channel.close()
+    child.kill('SIGKILL')
+  })
+  return { peer: new Process(child), channel }
+}
+
+/** A file only this test knows, standing for something the peer must never get. */
+function secretFile(): string {
+  const path = join(mkdtempSync(join(tmpdir(), 'fdpass-secret-')), 'secret')
+  writeFileSync(path, 'not for the peer')
+  return path
+}
+
+// procfs names what a descriptor refers to; elsewhere the reporter could not say.
+onlyOn(test.serial, ['linux'], 'the reporter names descriptors through /proc/self/fd')('a sparse fds array or a holder whose fd is no integer: an argument error, nothing sent, nothing left over from an earlier call reaches the wire', async (t) => {
+  const before = fdCount()
+  const { peer, channel } = reporter(t)
+  const secret = openSync(secretFile(), 'r')
+  // Another channel sends the secret first, so its number is what an earlier call left behind.
+  const [here, there] = socketPair()
+  await here.send({ data: 'elsewhere', fds: [secret] })
+  const elsewhere = await there.recv()
+  const tableBefore = fdTable()
+  t.throws(() => channel.send({ data: 'hole', fds: new Array(1) }), { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE' })
+  t.throws(() => channel.send({ data: 'hole after one', fds: [elsewhere.fds[0]!, , ] as never }), { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE' })
+  // After closeAll, the shared array holds numbers that the next open reuses.
+  closeAll(elsewhere.fds)
+  const reused = openSync(secretFile(), 'r')
+  t.throws(() => channel.send({ data: 'hole after closeAll', fds: new Array(2) }), { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE' })
+  for (const fd of [1.5, Infinity, 2 ** 32 + 1, -0.5]) {
+    const holder = Object.assign(new PassThrough(), { fd })
+    t.throws(() => channel.send({ data: `fd ${fd}`, fds: [holder] }), { instanceOf: fd < 0 ? TypeError : RangeError, code: fd < 0 ? 'ERR_FDPASS_NO_DESCRIPTOR' : 'ERR_OUT_OF_RANGE' }, `a holder whose fd is ${fd}`)
+  }
+  closeSync(reused)
+  // closeAll closed the one received; the rest of the table is as it was (the listing's own handle aside).
+  const described = (rows: string[]): string[] => rows.filter((row) => row.includes(' → '))
+  t.is(described(tableBefore).length - 1, described(fdTable()).length, 'only the descriptor closeAll closed is gone')
+  await channel.send({ data: 'the only message' })
+  channel.close()
+  const messages: Line[] = []
+  for (;;) {
+    const line = await peer.within(peer.line((l) => 'ended' in l || ('data' in l && !messages.includes(l))))
+    if ('ended' in line) break
+    messages.push(line)
+  }
+  t.deepEqual(messages, [{ data: 'the only message', fds: [] }], 'the peer got exactly one message, with no descriptor')
+  t.is(await peer.exited, 0, peer.stderr)
+  here.close()
+  there.close()
+  closeSync(secret)
+  t.is(await settledFdCount(before), before, 'this process ends at its descriptor baseline')
+})

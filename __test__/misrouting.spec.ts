@@ -24,6 +24,13 @@ function reporter(t: ExecutionContext): { peer: Process; channel: Channel } {
   return { peer: new Process(child), channel }
 }
 
+/** `entries` followed by holes up to `length` (what `new Array(n)` or `[a, , ]` make). */
+function holes<T>(entries: T[], length: number): T[] {
+  const sparse = [...entries]
+  sparse.length = length
+  return sparse
+}
+
 /** A file only this test knows, standing for something the peer must never get. */
 function secretFile(): string {
   const path = join(mkdtempSync(join(tmpdir(), 'fdpass-secret-')), 'secret')
@@ -41,12 +48,12 @@ onlyOn(test.serial, ['linux'], 'the reporter names descriptors through /proc/sel
   await here.send({ data: 'elsewhere', fds: [secret] })
   const elsewhere = await there.recv()
   const tableBefore = fdTable()
-  t.throws(() => channel.send({ data: 'hole', fds: new Array(1) }), { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE' })
-  t.throws(() => channel.send({ data: 'hole after one', fds: [elsewhere.fds[0]!, , ] as never }), { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE' })
+  t.throws(() => channel.send({ data: 'hole', fds: holes([], 1) }), { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE' })
+  t.throws(() => channel.send({ data: 'hole after one', fds: holes([elsewhere.fds[0]!], 2) }), { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE' })
   // After closeAll, the shared array holds numbers that the next open reuses.
   closeAll(elsewhere.fds)
   const reused = openSync(secretFile(), 'r')
-  t.throws(() => channel.send({ data: 'hole after closeAll', fds: new Array(2) }), { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE' })
+  t.throws(() => channel.send({ data: 'hole after closeAll', fds: holes([], 2) }), { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE' })
   for (const fd of [1.5, Infinity, 2 ** 32 + 1, -0.5]) {
     const holder = Object.assign(new PassThrough(), { fd })
     t.throws(() => channel.send({ data: `fd ${fd}`, fds: [holder] }), { instanceOf: fd < 0 ? TypeError : RangeError, code: fd < 0 ? 'ERR_FDPASS_NO_DESCRIPTOR' : 'ERR_OUT_OF_RANGE' }, `a holder whose fd is ${fd}`)

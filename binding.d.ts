@@ -31,20 +31,20 @@ export declare class NativeChannel {
   flush(): number
   get hasQueued(): boolean
   /**
-   * The messages ready, up to `max_messages` (see `Channel::try_recv_many`:
-   * the first judged by these limits, any read ahead within them too), or
-   * null when none is. All in one buffer, little-endian: an i32 message
-   * count, then per message an i32 descriptor count, the descriptor
-   * numbers (i32 each), a u32 payload length and the payload. One
-   * allocation and no JavaScript object per message; the facade reads the
-   * numbers and slices the payloads off. The descriptors pass to
-   * JavaScript, held in this thread's registry, only once the whole result
-   * exists; on any failure before that they are closed here. `woken` says
-   * the socket was just reported readable; without it, a channel whose
-   * reads before waiting keep finding nothing may skip the read and give
-   * null (see `Readiness`).
+   * The next message, or null when none is ready (see
+   * `Channel::try_recv_paced`: judged by these limits, and the kernel is
+   * never given room for more descriptors than they accept). In one
+   * buffer, little-endian: an i32 message count, then per message an i32
+   * descriptor count, the descriptor numbers (i32 each), a u32 payload
+   * length and the payload. One allocation and no JavaScript object per
+   * message; the facade reads the numbers and slices the payloads off.
+   * The descriptors pass to JavaScript, held in this thread's registry,
+   * only once the whole result exists; on any failure before that they are
+   * closed here. `woken` says the socket was just reported readable;
+   * without it, a channel whose reads before waiting keep finding nothing
+   * may skip the read and give null (see `Readiness`).
    */
-  tryRecv(maxFds: number, maxBytes: number, maxMessages: number, woken: boolean): Buffer | null
+  tryRecv(maxFds: number, maxBytes: number, woken: boolean): Buffer | null
   /**
    * Arms the socket's watch for `events` (1 readable, 2 writable, 3 both),
    * or disarms it with 0: when ready, `reactor` calls `wake(token * 4 + ready)`

@@ -226,11 +226,6 @@ export const limits: Readonly<{ maxFdsPerMessage: number; hasSeqpacket: boolean;
   Object.freeze(binding.platformLimits())
 
 const DEFAULT_MAX_BYTES = { framed: 64 * 1024 * 1024, raw: 64 * 1024 } as const
-/**
- * Most messages one native receive returns: the one asked for plus what it
- * reads ahead (framed streams only; the core bounds it in bytes and descriptors).
- */
-const READ_AHEAD_MESSAGES = 64
 const MAX_FD_NUMBER = 0x7fffffff
 
 // ---------------------------------------------------------------------------
@@ -1068,7 +1063,7 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
       const reportedReadable = woken
       woken = false
       try {
-        packed = handle.tryRecv(pending.maxFds, pending.maxBytes, READ_AHEAD_MESSAGES, reportedReadable)
+        packed = handle.tryRecv(pending.maxFds, pending.maxBytes, reportedReadable)
       } catch (err) {
         this.#receives.shift()
         this.#settleReceive(pending, err)

@@ -6,9 +6,11 @@ import { closeAll, socketPair, type Channel } from 'fdpass'
 
 import { fdCount } from './helpers'
 
-// Read-ahead: a receive on a framed stream may take further messages that are
-// already in the socket. These specs send every message before receiving, so
-// the first receive always finds them there.
+// No read-ahead of descriptors: a receive on a framed stream takes its own
+// message and nothing of the next, so no descriptor is installed for a
+// message no receive has asked for yet, and each message is judged by the
+// receive that takes it. These specs send every message before receiving,
+// so the later messages are always in the socket when the first is read.
 
 function openDevNull(count: number): number[] {
   return Array.from({ length: count }, () => openSync('/dev/null', 'r'))
@@ -18,7 +20,7 @@ async function sendAll(channel: Channel, messages: Array<{ data: string; fds: nu
   for (const message of messages) await channel.send(message)
 }
 
-test.serial('a message read ahead is judged by the limits of the receive that gets it', async (t) => {
+test.serial('each message is judged by the limits of the receive that gets it, and the later ones stay in the socket', async (t) => {
   const [a, b] = socketPair()
   const [f1, f2, f3] = openDevNull(3) as [number, number, number]
   const base = fdCount()
@@ -31,11 +33,11 @@ test.serial('a message read ahead is judged by the limits of the receive that ge
 
   const first = await b.recv({ maxFds: 5 })
   t.is(first.data.toString(), '0')
-  t.is(fdCount(), base + 6, 'the later messages were read ahead, their 6 descriptors owned here')
+  t.is(fdCount(), base, 'no descriptor of the later messages was installed here')
 
   const tooMany = await t.throwsAsync(b.recv({ maxFds: 1 }), { code: 'ERR_FDPASS_TOO_MANY_FDS' })
   t.regex(tooMany!.message, /2 descriptors/)
-  t.is(fdCount(), base + 4, 'the refused message’s 2 descriptors were closed')
+  t.is(fdCount(), base, 'the refused message’s descriptors were closed (the kernel had room for 1 only)')
 
   const second = await b.recv({ maxFds: 1 })
   t.is(second.data.toString(), '2', 'the channel stays in step')
@@ -72,7 +74,7 @@ test.serial('a message over the first receive’s limits is left for the receive
   for (const fd of fds) closeSync(fd)
 })
 
-test.serial('closing a channel closes the descriptors of messages it read ahead', async (t) => {
+test.serial('closing a channel with messages unread closes their descriptors with the socket, never installing them', async (t) => {
   const [a, b] = socketPair()
   const fds = openDevNull(2)
   const base = fdCount()
@@ -82,10 +84,10 @@ test.serial('closing a channel closes the descriptors of messages it read ahead'
     { data: '2', fds },
   ])
   const first = await b.recv()
-  t.is(fdCount(), base + 6, 'all three messages were read ahead')
+  t.is(fdCount(), base + 2, 'only the first message’s descriptors were installed')
   closeAll(first.fds)
   b.close()
-  t.is(fdCount(), base - 1, 'the unclaimed messages’ descriptors closed with the channel (and its socket)')
+  t.is(fdCount(), base - 1, 'the unread messages’ descriptors went with the socket')
   a.close()
   for (const fd of fds) closeSync(fd)
 })

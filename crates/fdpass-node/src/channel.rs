@@ -104,46 +104,43 @@ impl NativeChannel {
         self.channel.as_ref().is_some_and(Channel::has_queued)
     }
 
-    /// The messages ready, up to `max_messages` (see `Channel::try_recv_many`:
-    /// the first judged by these limits, any read ahead within them too), or
-    /// null when none is. All in one buffer, little-endian: an i32 message
-    /// count, then per message an i32 descriptor count, the descriptor
-    /// numbers (i32 each), a u32 payload length and the payload. One
-    /// allocation and no JavaScript object per message; the facade reads the
-    /// numbers and slices the payloads off. The descriptors pass to
-    /// JavaScript, held in this thread's registry, only once the whole result
-    /// exists; on any failure before that they are closed here. `woken` says
-    /// the socket was just reported readable; without it, a channel whose
-    /// reads before waiting keep finding nothing may skip the read and give
-    /// null (see `Readiness`).
+    /// The next message, or null when none is ready (see
+    /// `Channel::try_recv_paced`: judged by these limits, and the kernel is
+    /// never given room for more descriptors than they accept). In one
+    /// buffer, little-endian: an i32 message count, then per message an i32
+    /// descriptor count, the descriptor numbers (i32 each), a u32 payload
+    /// length and the payload. One allocation and no JavaScript object per
+    /// message; the facade reads the numbers and slices the payloads off.
+    /// The descriptors pass to JavaScript, held in this thread's registry,
+    /// only once the whole result exists; on any failure before that they are
+    /// closed here. `woken` says the socket was just reported readable;
+    /// without it, a channel whose reads before waiting keep finding nothing
+    /// may skip the read and give null (see `Readiness`).
     #[napi(ts_return_type = "Buffer | null")]
     pub fn try_recv<'env>(
         &mut self,
         env: &'env Env,
         max_fds: u32,
         max_bytes: f64,
-        max_messages: u32,
         woken: bool,
     ) -> Result<Option<Either<BufferSlice<'env>, Buffer>>> {
         let opts = RecvOptions {
             max_fds: max_fds as usize,
             max_bytes: max_bytes as usize,
         };
-        let messages = self
+        let readiness = if woken {
+            Readiness::Reported
+        } else {
+            Readiness::Unknown
+        };
+        let Some(message) = self
             .open(env)?
-            .try_recv_many(
-                opts,
-                max_messages.max(1) as usize,
-                if woken {
-                    Readiness::Reported
-                } else {
-                    Readiness::Unknown
-                },
-            )
-            .or_throw(env)?;
-        if messages.is_empty() {
+            .try_recv_paced(opts, readiness)
+            .or_throw(env)?
+        else {
             return Ok(None);
-        }
+        };
+        let messages = [message];
         let size: usize = messages
             .iter()
             .map(|m| 8 + 4 * m.fds.len() + m.data.len())

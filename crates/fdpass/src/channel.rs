@@ -2,22 +2,13 @@ use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use crate::error::{Error, Result};
-use crate::frame::{self, Limits, LookAhead, Message, RecordReassembler, StreamReassembler};
-use crate::sys::{self, Recv, Sent};
+use crate::frame::{self, Arrival, Limits, Message, RecordReassembler, StreamReassembler};
+use crate::sys::{self, FdsCut, Recv, Sent};
 use crate::{Mode, SocketType};
 
-/// Bytes asked of the kernel per read on a stream in framed mode.
-const STREAM_READ_CHUNK: usize = 64 * 1024;
-/// Largest receive buffer kept between calls; a raw receive asking for more
-/// gets a buffer of its own for that call.
+/// Largest receive buffer kept between calls; a raw receive that needs more
+/// gets a buffer of its own for that call, sized by what is queued.
 const SCRATCH_LIMIT: usize = 1024 * 1024;
-/// What one `try_recv_many` may take beyond its first message: frame bytes
-/// and descriptors. Small enough that read-ahead never holds much the caller
-/// did not ask for yet, large enough to amortise a call over many messages.
-const READ_AHEAD: Limits = Limits {
-    max_fds: 512,
-    max_bytes: 64 * 1024,
-};
 
 /// Where a receive comes from: whether the event loop has just reported the
 /// socket readable, or the caller tries before waiting.
@@ -66,53 +57,37 @@ impl EmptyPredictor {
     }
 }
 
-/// Receive buffers shared by the channels of a thread. A channel keeps only
-/// the bytes of a message still incomplete, so 10,000 channels waiting cost
-/// no read buffer each. Both only grow; each call uses the prefix it needs.
-struct Scratch {
-    data: Vec<u8>,
-    control: Vec<u64>,
-}
-
 thread_local! {
-    static SCRATCH: std::cell::RefCell<Scratch> = const {
-        std::cell::RefCell::new(Scratch { data: Vec::new(), control: Vec::new() })
-    };
+    /// The receive buffer shared by the channels of a thread. A channel keeps
+    /// only the message it is assembling, so 10,000 channels waiting cost no
+    /// read buffer each. It only grows (to [`SCRATCH_LIMIT`] at most); each
+    /// call uses the prefix it needs.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// What one read of a record did.
-enum RecordStep {
+/// What one read of a framed socket did.
+enum ReadStep {
     WouldBlock,
+    /// No bytes and no descriptors: end of stream (or, for records, also an
+    /// empty datagram or a truncated record, which the caller tells apart).
+    Unusual(sys::Received),
     /// Taken by the reassembler, which may have completed a message.
     Pushed(Option<Result<Message>>),
-    /// Empty (end of stream on seqpacket) or truncated: handled by the caller.
-    Unusual(sys::Received),
 }
 
-/// Runs `receive` with a data buffer of `bytes` and a control buffer sized
-/// for `max_fds` (its size is what limits the descriptors the kernel may
-/// deliver; it can hold more, see `sys::control_space`). `receive` must not
+/// Runs `receive` with a data buffer of `bytes`: the thread's shared one,
+/// or for more than [`SCRATCH_LIMIT`] one of its own. `receive` must not
 /// receive again (it makes one call).
-fn with_scratch<T>(
-    bytes: usize,
-    max_fds: usize,
-    receive: impl FnOnce(&mut [u8], &mut [u64]) -> T,
-) -> T {
+fn with_scratch<T>(bytes: usize, receive: impl FnOnce(&mut [u8]) -> T) -> T {
+    if bytes > SCRATCH_LIMIT {
+        return receive(&mut vec![0u8; bytes]);
+    }
     SCRATCH.with(|scratch| {
-        let mut scratch = scratch.borrow_mut();
-        let Scratch { data, control } = &mut *scratch;
-        let words = sys::control_space(max_fds).div_ceil(8);
-        if control.len() < words {
-            control.resize(words, 0);
-        }
-        let control = &mut control[..words];
-        if bytes > SCRATCH_LIMIT {
-            return receive(&mut vec![0u8; bytes], control);
-        }
+        let mut data = scratch.borrow_mut();
         if data.len() < bytes {
             data.resize(bytes, 0);
         }
-        receive(&mut data[..bytes], control)
+        receive(&mut data[..bytes])
     })
 }
 
@@ -173,13 +148,8 @@ pub struct Channel {
     stream_in: StreamReassembler,
     record_in: RecordReassembler,
     eof: bool,
-    /// An error read-ahead met after it had messages to return: the next
-    /// receive reports it, so it reaches the caller in order.
-    deferred: Option<Error>,
     /// Whether a receive tried before waiting will find anything.
     unprompted_reads: EmptyPredictor,
-    /// Whether reading ahead after a first message will find anything.
-    read_ahead_reads: EmptyPredictor,
     /// Set while a non-blocking connect is in progress.
     connecting: Option<nix::sys::socket::UnixAddr>,
 }
@@ -210,6 +180,9 @@ impl Channel {
         sys::set_nonblocking(sock, true)?;
         sys::set_cloexec(sock, "fcntl")?;
         sys::no_sigpipe(sock)?;
+        // Whoever made the socket (a sender that passed it, say) may have
+        // asked for credentials or a pidfd with every message.
+        sys::clear_passing_options(sock)?;
         Ok(kind)
     }
 
@@ -222,9 +195,7 @@ impl Channel {
             stream_in: StreamReassembler::default(),
             record_in: RecordReassembler::default(),
             eof: false,
-            deferred: None,
             unprompted_reads: EmptyPredictor::default(),
-            read_ahead_reads: EmptyPredictor::default(),
             connecting: None,
         }
     }
@@ -302,6 +273,13 @@ impl Channel {
     /// Whether messages wait in the send queue.
     pub fn has_queued(&self) -> bool {
         !self.outbox.is_empty()
+    }
+
+    /// Whether part of a message has been received (bytes or descriptors of
+    /// a message not yet complete): what a time limit on incomplete
+    /// messages measures.
+    pub fn receiving_message(&self) -> bool {
+        self.stream_in.mid_message() || self.record_in.mid_message()
     }
 
     /// Sends one message without blocking. Limits and descriptors are checked
@@ -516,10 +494,12 @@ impl Channel {
 
     /// Receives one message without blocking; `Ok(None)` when none is ready.
     /// `Err(PeerClosed)` at orderly end of stream.
+    ///
+    /// The kernel is never given room for more descriptors than `opts`
+    /// accepts (with `max_fds` 0, none: a message that carries some installs
+    /// nothing here and fails), nor for any of a message this receive does
+    /// not take: on a framed stream every read stays within one frame.
     pub fn try_recv(&mut self, opts: RecvOptions) -> Result<Option<Message>> {
-        if let Some(e) = self.deferred.take() {
-            return Err(e);
-        }
         match self.mode {
             Mode::Raw => self.try_recv_raw(opts),
             Mode::Framed if self.kind == SocketType::Stream => self.try_recv_framed_stream(opts),
@@ -537,115 +517,41 @@ impl Channel {
         }
     }
 
-    /// Receives up to `max_messages` messages without blocking; empty when
-    /// none is ready. The first is exactly what `try_recv` returns (errors
-    /// included). On a framed stream it then reads ahead, taking further
-    /// messages only while each is one whole frame within `opts` and within a
-    /// small budget ([`READ_AHEAD`]); anything else stays buffered for the
-    /// next call to judge under its own limits. A later receive with stricter
-    /// limits must check a message read ahead against them. An error met while
-    /// reading ahead is returned by the next call instead.
-    ///
-    /// With `Readiness::Unknown`, and while reads without a readiness report
-    /// keep finding nothing, it may return empty without a system call: the
-    /// caller waits for readiness as it would after EAGAIN. Read-ahead is
-    /// paced the same way. Neither ever skips what is already buffered. So
-    /// an empty result does not prove the socket empty: wait with
-    /// level-triggered readiness (poll, libuv's uv_poll, epoll without
-    /// EPOLLET), which reports data a skipped read left behind; an
-    /// edge-triggered waiter could sleep on it forever.
-    pub fn try_recv_many(
+    /// [`try_recv`](Self::try_recv) for a caller on an event loop. With
+    /// `Readiness::Unknown`, and while reads without a readiness report keep
+    /// finding nothing, it may return `None` without a system call: the
+    /// caller waits for readiness as it would after EAGAIN. So a `None` does
+    /// not prove the socket empty: wait with level-triggered readiness (poll,
+    /// libuv's uv_poll, epoll without EPOLLET), which reports data a skipped
+    /// read left behind; an edge-triggered waiter could sleep on it forever.
+    pub fn try_recv_paced(
         &mut self,
         opts: RecvOptions,
-        max_messages: usize,
         readiness: Readiness,
-    ) -> Result<Vec<Message>> {
-        let predicted = readiness == Readiness::Unknown && self.starts_with_read();
+    ) -> Result<Option<Message>> {
+        let predicted = readiness == Readiness::Unknown && !self.eof;
         if predicted && !self.unprompted_reads.worth_reading() {
-            return Ok(Vec::new());
+            return Ok(None);
         }
-        let first = self.try_recv(opts)?;
+        let got = self.try_recv(opts)?;
         if predicted {
-            self.unprompted_reads.record(first.is_some());
+            self.unprompted_reads.record(got.is_some());
         }
-        let Some(first) = first else {
-            return Ok(Vec::new());
-        };
-        let mut room = READ_AHEAD;
-        let mut out = vec![first];
-        if self.mode != Mode::Framed || self.kind != SocketType::Stream {
-            return Ok(out);
-        }
-        let limits = Limits {
-            max_fds: opts.max_fds,
-            max_bytes: opts.max_bytes,
-        };
-        let mut first_read = true;
-        while out.len() < max_messages {
-            match self.stream_in.look_ahead(limits, room) {
-                LookAhead::Whole => match self.next_from_stream(limits) {
-                    Some(Ok(m)) => {
-                        room.max_bytes -= frame::HEADER_LEN + m.data.len();
-                        room.max_fds -= m.fds.len();
-                        out.push(m);
-                    }
-                    Some(Err(e)) => {
-                        self.deferred = Some(e);
-                        break;
-                    }
-                    None => break,
-                },
-                LookAhead::Incomplete if !self.eof => {
-                    // Only a call's first read ahead is predicted: once one
-                    // finds bytes, the peer is ahead and more reads pay.
-                    let paced = std::mem::take(&mut first_read);
-                    if paced && !self.read_ahead_reads.worth_reading() {
-                        break;
-                    }
-                    let filled = self.fill_stream();
-                    if paced {
-                        self.read_ahead_reads.record(matches!(filled, Ok(true)));
-                    }
-                    match filled {
-                        Ok(true) => {}
-                        Ok(false) => break,
-                        Err(e) => {
-                            self.deferred = Some(e);
-                            break;
-                        }
-                    }
-                }
-                LookAhead::Incomplete | LookAhead::Other => break,
-            }
-        }
-        Ok(out)
-    }
-
-    /// Whether `try_recv` would begin with a system call rather than with
-    /// what is already buffered or known.
-    fn starts_with_read(&self) -> bool {
-        if self.deferred.is_some() || self.eof {
-            return false;
-        }
-        match self.mode {
-            Mode::Framed if self.kind == SocketType::Stream => matches!(
-                self.stream_in
-                    .look_ahead(Limits::UNBOUNDED, Limits::UNBOUNDED),
-                LookAhead::Incomplete
-            ),
-            _ => true,
-        }
+        Ok(got)
     }
 
     fn try_recv_raw(&mut self, opts: RecvOptions) -> Result<Option<Message>> {
         if self.eof {
             return Err(Error::PeerClosed);
         }
-        let wanted = opts.max_bytes.max(1);
+        let room = opts.max_fds.min(sys::MAX_FDS_PER_RECVMSG);
+        let Some(size) = self.raw_read_size(opts.max_bytes.max(1))? else {
+            return Ok(None);
+        };
         let sock = self.sock.as_fd();
         // The message gets a copy of its bytes only, never the whole buffer.
-        let (got, data) = match with_scratch(wanted, opts.max_fds, |buf, control| {
-            sys::recv_with_fds(sock, buf, control).map(|r| match r {
+        let (got, data) = match with_scratch(size, |buf| {
+            sys::recv_with_fds(sock, buf, room).map(|r| match r {
                 Recv::Got(g) => {
                     let data = buf[..g.bytes].to_vec();
                     Some((g, data))
@@ -662,34 +568,55 @@ impl Channel {
             self.eof = true;
             return Err(Error::PeerClosed);
         }
-        if let Some(errno) = got.fds_dropped {
-            if self.kind == SocketType::Stream {
-                // The read may hold bytes of earlier writes and only part of the
-                // one that carried them: with no framing to tell them apart,
-                // the stream cannot go on.
-                self.eof = true;
+        let arrived = got.fds.len();
+        match got.fds_cut {
+            Some(FdsCut::NotInstalled(errno)) => {
+                if self.kind == SocketType::Stream {
+                    // The read may hold bytes of earlier writes and only part of the
+                    // one that carried them: with no framing to tell them apart,
+                    // the stream cannot go on.
+                    self.eof = true;
+                }
+                return Err(Error::DescriptorsDropped { arrived, errno });
             }
-            return Err(Error::DescriptorsDropped {
-                arrived: got.fds.len(),
-                errno,
-            });
+            Some(FdsCut::NoRoom) if room < sys::MAX_FDS_PER_RECVMSG => {
+                return Err(Error::FdsOverLimit {
+                    limit: opts.max_fds,
+                    arrived,
+                });
+            }
+            Some(FdsCut::NoRoom) => return Err(Error::ControlTruncated { arrived }),
+            None => {}
         }
         if got.data_truncated {
             return Err(Error::MessageTruncated {
-                limit: wanted,
-                fds: got.fds.len(),
-            });
-        }
-        if got.fds.len() > opts.max_fds {
-            // The buffer can hold more than asked for: CMSG_SPACE rounds up
-            // (standard-ai/sendfd#14), and on macOS it holds all XNU installs.
-            return Err(Error::TooManyFds {
-                count: got.fds.len(),
-                limit: opts.max_fds,
-                what: "this receive accepts (maxFds); all were closed",
+                limit: size,
+                fds: arrived,
             });
         }
         Ok(Some(Message { data, fds: got.fds }))
+    }
+
+    /// The buffer a raw receive of at most `wanted` bytes reads into, or
+    /// `None` when nothing is queued. Up to [`SCRATCH_LIMIT`] it is `wanted`
+    /// (from the shared buffer); past it, no larger than what is queued, so
+    /// a receive that accepts terabytes allocates what arrived. A record is
+    /// never longer than what FIONREAD reports while it is queued.
+    fn raw_read_size(&self, wanted: usize) -> Result<Option<usize>> {
+        if wanted <= SCRATCH_LIMIT {
+            return Ok(Some(wanted));
+        }
+        let sock = self.sock.as_fd();
+        let mut queued = sys::queued_bytes(sock)?;
+        if queued == 0 {
+            // Empty, or at its head an empty record or end of stream.
+            if !sys::anything_queued(sock)? {
+                return Ok(None);
+            }
+            // Bytes may have come since: those are then at the head.
+            queued = sys::queued_bytes(sock)?;
+        }
+        Ok(Some(wanted.min(queued.max(1))))
     }
 
     fn try_recv_framed_stream(&mut self, opts: RecvOptions) -> Result<Option<Message>> {
@@ -698,68 +625,56 @@ impl Channel {
             max_bytes: opts.max_bytes,
         };
         loop {
-            if let Some(r) = self.next_from_stream(limits) {
-                return r.map(Some);
-            }
             if self.eof {
                 return Err(Error::PeerClosed);
             }
-            if !self.fill_stream()? {
-                return Ok(None);
-            }
-        }
-    }
-
-    /// The next message the stream reassembler holds; a violation ends the stream.
-    fn next_from_stream(&mut self, limits: Limits) -> Option<Result<Message>> {
-        let r = self.stream_in.next(limits)?;
-        if let Err(e) = &r {
-            if !e.is_recoverable() {
-                self.stream_in.clear();
-                self.eof = true;
-            }
-        }
-        Some(r)
-    }
-
-    /// One read from a framed stream into its reassembler: true if it got
-    /// bytes, false if the socket would block. End of stream and errors end
-    /// the stream (and close any partly received message).
-    fn fill_stream(&mut self) -> Result<bool> {
-        let (sock, stream_in) = (self.sock.as_fd(), &mut self.stream_in);
-        // Every frame may carry the platform's maximum, whatever this caller
-        // accepts: the frame must arrive whole for the stream to stay in step.
-        let got = with_scratch(
-            STREAM_READ_CHUNK,
-            sys::MAX_FDS_PER_SENDMSG,
-            |buf, control| {
-                sys::recv_with_fds(sock, buf, control).map(|r| match r {
-                    Recv::Got(mut g) => {
-                        stream_in.push(&buf[..g.bytes], std::mem::take(&mut g.fds), g.fds_dropped);
-                        Recv::Got(g)
+            let plan = self.stream_in.next_read(limits);
+            let (sock, stream_in) = (self.sock.as_fd(), &mut self.stream_in);
+            let step = with_scratch(plan.bytes, |buf| {
+                Ok(match sys::recv_with_fds(sock, buf, plan.fd_room)? {
+                    Recv::WouldBlock => ReadStep::WouldBlock,
+                    Recv::Got(g) if g.bytes == 0 => ReadStep::Unusual(g),
+                    Recv::Got(g) => {
+                        let arrival = Arrival {
+                            fds: g.fds,
+                            cut: g.fds_cut,
+                            room: plan.fd_room,
+                        };
+                        ReadStep::Pushed(stream_in.push(&buf[..g.bytes], arrival, limits))
                     }
-                    other => other,
                 })
-            },
-        );
-        let got = match got {
-            Ok(Recv::Got(g)) => g,
-            Ok(Recv::WouldBlock) => return Ok(false),
-            Err(e) => {
-                self.stream_in.clear();
-                self.eof = true;
-                return Err(e);
+            });
+            match step {
+                Ok(ReadStep::WouldBlock) => return Ok(None),
+                Ok(ReadStep::Pushed(None)) => {}
+                Ok(ReadStep::Pushed(Some(r))) => {
+                    if matches!(&r, Err(e) if !e.is_recoverable()) {
+                        self.eof = true;
+                    }
+                    return r.map(Some);
+                }
+                Ok(ReadStep::Unusual(got)) => {
+                    self.eof = true;
+                    if got.carried_fds() {
+                        self.stream_in.clear();
+                        return Err(Error::Protocol(
+                            "descriptors arrived without a byte to carry them; they were closed"
+                                .into(),
+                        ));
+                    }
+                    if self.stream_in.mid_message() {
+                        let fds = self.stream_in.clear();
+                        return Err(Error::ClosedMidMessage { fds });
+                    }
+                    return Err(Error::PeerClosed);
+                }
+                Err(e) => {
+                    self.stream_in.clear();
+                    self.eof = true;
+                    return Err(e);
+                }
             }
-        };
-        if got.carried_nothing() {
-            self.eof = true;
-            if self.stream_in.mid_message() {
-                let fds = self.stream_in.clear();
-                return Err(Error::ClosedMidMessage { fds });
-            }
-            return Err(Error::PeerClosed);
         }
-        Ok(true)
     }
 
     fn try_recv_framed_records(&mut self, opts: RecvOptions) -> Result<Option<Message>> {
@@ -772,25 +687,28 @@ impl Channel {
             if self.eof {
                 return Err(Error::PeerClosed);
             }
+            let room = self.record_in.fd_room(limits);
             let (sock, record_in) = (self.sock.as_fd(), &mut self.record_in);
             // The record goes to the reassembler while the shared buffer holds it.
-            let step = with_scratch(record_len, sys::MAX_FDS_PER_SENDMSG, |buf, control| {
-                Ok(match sys::recv_with_fds(sock, buf, control)? {
-                    Recv::WouldBlock => RecordStep::WouldBlock,
-                    Recv::Got(g) if g.bytes == 0 || g.data_truncated => RecordStep::Unusual(g),
-                    Recv::Got(g) => RecordStep::Pushed(record_in.push(
-                        &buf[..g.bytes],
-                        g.fds,
-                        g.fds_dropped,
-                        limits,
-                    )),
+            let step = with_scratch(record_len, |buf| {
+                Ok(match sys::recv_with_fds(sock, buf, room)? {
+                    Recv::WouldBlock => ReadStep::WouldBlock,
+                    Recv::Got(g) if g.bytes == 0 || g.data_truncated => ReadStep::Unusual(g),
+                    Recv::Got(g) => {
+                        let arrival = Arrival {
+                            fds: g.fds,
+                            cut: g.fds_cut,
+                            room,
+                        };
+                        ReadStep::Pushed(record_in.push(&buf[..g.bytes], arrival, limits))
+                    }
                 })
             });
             let got = match step {
-                Ok(RecordStep::WouldBlock) => return Ok(None),
-                Ok(RecordStep::Pushed(Some(r))) => return r.map(Some),
-                Ok(RecordStep::Pushed(None)) => continue,
-                Ok(RecordStep::Unusual(g)) => g,
+                Ok(ReadStep::WouldBlock) => return Ok(None),
+                Ok(ReadStep::Pushed(Some(r))) => return r.map(Some),
+                Ok(ReadStep::Pushed(None)) => continue,
+                Ok(ReadStep::Unusual(g)) => g,
                 Err(e) => {
                     // A lost record breaks the message it belonged to: drop it whole
                     // rather than deliver it with a frame missing.
@@ -816,7 +734,12 @@ impl Channel {
             }
             // An empty record that is not end of stream (a datagram, or one with
             // descriptors): the reassembler refuses it, closing what it carried.
-            if let Some(r) = self.record_in.push(&[], got.fds, got.fds_dropped, limits) {
+            let arrival = Arrival {
+                fds: got.fds,
+                cut: got.fds_cut,
+                room,
+            };
+            if let Some(r) = self.record_in.push(&[], arrival, limits) {
                 return r.map(Some);
             }
         }

@@ -21,6 +21,12 @@ pub enum Error {
     ControlTruncated { arrived: usize },
 
     #[error(
+        "the message carried more descriptors than the {limit} this receive accepts (maxFds); \
+         the kernel installed no more than that, and the {arrived} it did were closed"
+    )]
+    FdsOverLimit { limit: usize, arrived: usize },
+
+    #[error(
         "the kernel could not install the descriptors of a message ({}: {}); the message \
          was dropped whole and the {arrived} that did arrive were closed",
         errno_name(*.errno),
@@ -72,7 +78,7 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::Sys { errno, .. } => errno_name(*errno),
-            Error::TooManyFds { .. } => "ERR_FDPASS_TOO_MANY_FDS",
+            Error::TooManyFds { .. } | Error::FdsOverLimit { .. } => "ERR_FDPASS_TOO_MANY_FDS",
             Error::ControlTruncated { .. } => "ERR_FDPASS_CONTROL_TRUNCATED",
             Error::DescriptorsDropped { errno, .. } => errno_name(*errno),
             Error::MessageTruncated { .. } => "ERR_FDPASS_MESSAGE_TRUNCATED",
@@ -103,6 +109,7 @@ impl Error {
         matches!(
             self,
             Error::TooManyFds { .. }
+                | Error::FdsOverLimit { .. }
                 | Error::MessageTruncated { .. }
                 | Error::DescriptorsDropped { .. }
                 | Error::MessageTooLarge { .. }

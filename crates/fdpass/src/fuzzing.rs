@@ -3,14 +3,14 @@
 //! through them. Beyond "no panic", each checks ownership: every descriptor
 //! handed to the code under test comes back exactly once or is closed by it.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 
 use arbitrary::{Arbitrary, Unstructured};
 use nix::errno::Errno;
 
-use crate::frame::{self, Limits, LookAhead, Message, RecordReassembler, StreamReassembler};
-use crate::sys::{self, ControlOutcome};
+use crate::frame::{self, Arrival, Limits, Message, RecordReassembler, StreamReassembler};
+use crate::sys::{self, ControlOutcome, FdsCut};
 
 /// Descriptors made for one run, handed to the code under test, and checked
 /// at the end: once everything is dropped, none may be open. Numbers rise
@@ -82,7 +82,8 @@ pub fn control(data: &[u8]) {
     let truncated = flags & 1 != 0;
     let written = usize::from(u16::from_le_bytes([*len_lo, *len_hi])) % (buffer.len() + 1);
 
-    let slots = sys::rights_slots(&buffer[..written]);
+    let found = sys::fd_slots(&buffer[..written]);
+    let slots = found.rights.clone();
     for pair in slots.windows(2) {
         assert!(
             pair[0] + 4 <= pair[1],
@@ -103,6 +104,11 @@ pub fn control(data: &[u8]) {
         buffer[at..at + 4].copy_from_slice(&raw.to_ne_bytes());
         handed.push(raw);
     }
+    // Descriptors of other control messages (SCM_PIDFD) are closed, never returned.
+    for &at in &found.unasked {
+        let raw = tracker.make().into_raw_fd();
+        buffer[at..at + 4].copy_from_slice(&raw.to_ne_bytes());
+    }
     let outcome = sys::adopt_received(&buffer, written, truncated);
     if truncated && cfg!(any(target_os = "linux", target_os = "android")) {
         let installed_fewer_than_fit =
@@ -117,20 +123,22 @@ pub fn control(data: &[u8]) {
             );
         }
     }
-    match outcome {
-        ControlOutcome::Whole(fds) | ControlOutcome::NotInstalled(fds) => {
-            let got: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
-            assert_eq!(
-                got, handed,
-                "descriptors not returned exactly once, in order"
-            );
-            assert_owned_once(&fds, &mut HashSet::new());
-        }
-        ControlOutcome::Truncated { arrived } => {
-            assert!(truncated, "truncation reported without MSG_CTRUNC");
-            assert_eq!(arrived, handed.len());
-        }
+    if !truncated {
+        assert!(
+            matches!(outcome, ControlOutcome::Whole(_)),
+            "a cut reported without MSG_CTRUNC"
+        );
     }
+    let (ControlOutcome::Whole(fds)
+    | ControlOutcome::NotInstalled(fds)
+    | ControlOutcome::NoRoom(fds)) = outcome;
+    let got: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+    assert_eq!(
+        got, handed,
+        "descriptors not returned exactly once, in order"
+    );
+    assert_owned_once(&fds, &mut HashSet::new());
+    drop(fds);
     tracker.assert_all_closed();
 }
 
@@ -170,8 +178,8 @@ impl FuzzLimits {
     }
 }
 
-/// One read as a hostile peer's writes may arrive: any bytes, descriptors
-/// attached to them, and maybe a kernel that failed to install the rest.
+/// One `sendmsg` of a hostile peer: any bytes, descriptors attached to
+/// them, and maybe a kernel that fails to install some of them.
 #[derive(Debug, Arbitrary)]
 struct HostileRead {
     bytes: Vec<u8>,
@@ -193,7 +201,8 @@ struct HonestWire {
     messages: Vec<SentMessage>,
     fds_per_frame: u8,
     payload_per_frame: u16,
-    /// Stream read sizes, used in turn.
+    /// Most bytes each read finds queued, used in turn (the peer's writes
+    /// arriving in pieces).
     read_sizes: Vec<u16>,
     /// (n, k): the nth frame that carries descriptors keeps only k of them.
     drop_in_frame: Option<(u8, u8)>,
@@ -211,13 +220,80 @@ struct ReassemblyInput {
     wire: Wire,
 }
 
-/// One `sendmsg` of an honest sender: a frame and its descriptors.
+/// One `sendmsg`: its bytes and its descriptors.
 #[derive(Debug)]
 struct Chunk {
     bytes: Vec<u8>,
     fds: Vec<OwnedFd>,
-    /// Descriptors the kernel will fail to install (dropped from the end).
+    /// Descriptors the kernel will fail to install (from the end).
     lose: usize,
+}
+
+/// Installs a `sendmsg`'s descriptors as Linux's `scm_detach_fds` does for a
+/// read with room for `room`: in order, until the room is full or one fails
+/// to install (the last `lose`, as at EMFILE); the rest it releases. Says
+/// what the read reports.
+fn install(chunk: &mut Chunk, room: usize) -> Arrival {
+    let mut fds = std::mem::take(&mut chunk.fds);
+    let total = fds.len();
+    let fit = room.min(total);
+    let installed = fit.min(total - chunk.lose);
+    fds.truncate(installed); // the rest: released by the kernel
+    let cut = match installed < total {
+        false => None,
+        true if installed < fit => Some(FdsCut::NotInstalled(Errno::EMFILE)),
+        true => Some(FdsCut::NoRoom),
+    };
+    Arrival { fds, cut, room }
+}
+
+/// A stream socket's receive queue, read as Linux's
+/// `unix_stream_read_generic` reads it: up to the bytes asked for, across
+/// `sendmsg`s; a `sendmsg`'s descriptors go to the read that first takes
+/// any of its bytes, and that read stops at its end.
+struct KernelStream {
+    queue: VecDeque<(Chunk, usize)>,
+}
+
+impl KernelStream {
+    fn new(chunks: Vec<Chunk>) -> KernelStream {
+        let queue = chunks
+            .into_iter()
+            .filter(|c| !c.bytes.is_empty()) // an empty stream sendmsg sends nothing
+            .map(|c| (c, 0))
+            .collect();
+        KernelStream { queue }
+    }
+
+    /// One read of at most `len` bytes (and `queued`, what has arrived so
+    /// far) with room for `room` descriptors; `None` when nothing is queued.
+    fn read(&mut self, len: usize, queued: usize, room: usize) -> Option<(Vec<u8>, Arrival)> {
+        self.queue.front()?;
+        let (mut bytes, mut arrival) = (Vec::new(), Arrival::NONE);
+        arrival.room = room;
+        let mut left = len.min(queued).max(1);
+        while let Some((chunk, at)) = self.queue.front_mut() {
+            if left == 0 {
+                break;
+            }
+            let first_touch = *at == 0;
+            let n = left.min(chunk.bytes.len() - *at);
+            bytes.extend_from_slice(&chunk.bytes[*at..*at + n]);
+            *at += n;
+            left -= n;
+            let carried = first_touch && (!chunk.fds.is_empty() || chunk.lose > 0);
+            if carried {
+                arrival = install(chunk, room);
+            }
+            if *at == chunk.bytes.len() {
+                self.queue.pop_front();
+            }
+            if carried {
+                break;
+            }
+        }
+        Some((bytes, arrival))
+    }
 }
 
 /// What the receiver must report for one sent message.
@@ -274,13 +350,11 @@ fn frame_messages(
                 lose,
             });
         }
-        let over_fds = numbers.len() > limits.max_fds;
-        let over_bytes = data.len() > limits.max_bytes;
         let mut codes = Vec::new();
-        if over_fds {
+        if numbers.len() > limits.max_fds {
             codes.push("ERR_FDPASS_TOO_MANY_FDS");
         }
-        if over_bytes {
+        if data.len() > limits.max_bytes {
             codes.push("ERR_FDPASS_MESSAGE_TOO_LARGE");
         }
         if lost_any {
@@ -293,17 +367,6 @@ fn frame_messages(
         });
     }
     (chunks, expected)
-}
-
-/// Takes the descriptors of a chunk as the kernel delivers them: the ones it
-/// fails to install it releases (closes) itself.
-fn deliver(chunk: &mut Chunk) -> (Vec<OwnedFd>, Option<Errno>) {
-    let mut fds = std::mem::take(&mut chunk.fds);
-    if chunk.lose == 0 {
-        return (fds, None);
-    }
-    fds.truncate(fds.len() - chunk.lose);
-    (fds, Some(Errno::EMFILE))
 }
 
 fn check_against(got: Vec<crate::Result<Message>>, expected: &[Expected]) {
@@ -324,9 +387,35 @@ fn check_against(got: Vec<crate::Result<Message>>, expected: &[Expected]) {
     }
 }
 
-/// Framed-mode reassembly from a byte stream with descriptors attached at
-/// arbitrary offsets (hostile), or from what an fdpass sender writes, read
-/// back in arbitrary pieces and with descriptors lost to EMFILE (honest).
+/// A hostile peer's `sendmsg`s as chunks: any bytes, 0 to 7 descriptors,
+/// some of which the kernel may fail to install.
+fn hostile_chunks(reads: &[HostileRead], tracker: &mut Tracker) -> Vec<Chunk> {
+    reads
+        .iter()
+        .take(64)
+        .map(|read| {
+            let fds = tracker.make_n(usize::from(read.fds % 8));
+            let lose = if read.dropped {
+                fds.len().div_ceil(2)
+            } else {
+                0
+            };
+            Chunk {
+                bytes: read.bytes.clone(),
+                fds,
+                lose,
+            }
+        })
+        .collect()
+}
+
+/// Framed-mode reassembly from a stream socket as Linux queues a peer's
+/// `sendmsg`s: a hostile peer's (any bytes, descriptors on any of them), or
+/// an fdpass sender's, arriving in pieces and with descriptors lost to
+/// EMFILE. Reads are made as the reassembler plans them; checked: no read
+/// is given room for more descriptors than the receive accepts, no message
+/// breaks the limits, every descriptor is returned once or closed, and an
+/// honest sender's messages come out exactly as sent.
 pub fn stream(data: &[u8]) {
     let Ok(input) = ReassemblyInput::arbitrary_take_rest(Unstructured::new(data)) else {
         return;
@@ -334,64 +423,50 @@ pub fn stream(data: &[u8]) {
     let limits = input.limits.get();
     let mut tracker = Tracker::new();
     let mut r = StreamReassembler::default();
-    match input.wire {
-        Wire::Hostile(reads) => {
-            let mut kept = Vec::new();
-            let mut seen = HashSet::new();
-            for read in reads.iter().take(64) {
-                let fds = tracker.make_n(usize::from(read.fds % 8));
-                r.push(&read.bytes, fds, read.dropped.then_some(Errno::EMFILE));
-                if !drain_stream(&mut r, limits, &mut kept, &mut seen) {
-                    break;
-                }
-            }
-            drop(kept);
-            r.clear();
-        }
+    let (chunks, expected, sizes) = match &input.wire {
+        Wire::Hostile(reads) => (hostile_chunks(reads, &mut tracker), None, Vec::new()),
         Wire::Honest(wire) => {
-            let (mut chunks, expected) = frame_messages(&wire, limits, None, &mut tracker);
-            let mut got = Vec::new();
-            let sizes: Vec<usize> = wire
+            let (chunks, expected) = frame_messages(wire, limits, None, &mut tracker);
+            let sizes = wire
                 .read_sizes
                 .iter()
                 .map(|&s| usize::from(s) + 1)
                 .collect();
-            let mut next_size = sizes.iter().copied().cycle();
-            let (mut chunk, mut offset) = (0, 0);
-            while chunk < chunks.len() {
-                // One read: up to `size` bytes, ending with the first chunk that
-                // carries descriptors (its descriptors come with its first byte).
-                let mut room = next_size.next().unwrap_or(usize::MAX);
-                let (mut bytes, mut fds, mut dropped) = (Vec::new(), Vec::new(), None);
-                while room > 0 && chunk < chunks.len() {
-                    let c = &mut chunks[chunk];
-                    let carries_fds = offset == 0 && (!c.fds.is_empty() || c.lose > 0);
-                    let n = room.min(c.bytes.len() - offset);
-                    bytes.extend_from_slice(&c.bytes[offset..offset + n]);
-                    if carries_fds {
-                        (fds, dropped) = deliver(c);
-                    }
-                    room -= n;
-                    offset += n;
-                    if offset == c.bytes.len() {
-                        (chunk, offset) = (chunk + 1, 0);
-                    }
-                    if carries_fds {
-                        break;
-                    }
-                }
-                r.push(&bytes, fds, dropped);
-                while let Some(m) = r.next(limits) {
-                    got.push(m);
-                }
-            }
-            assert!(
-                !r.mid_message(),
-                "everything sent was read, yet a message is pending"
-            );
-            check_against(got, &expected);
+            (chunks, Some(expected), sizes)
+        }
+    };
+    let mut kernel = KernelStream::new(chunks);
+    let mut queued = sizes.iter().copied().cycle();
+    let (mut got, mut kept, mut seen) = (Vec::new(), Vec::new(), HashSet::new());
+    loop {
+        let plan = r.next_read(limits);
+        assert!(
+            plan.fd_room <= limits.max_fds,
+            "room for more than the receive accepts"
+        );
+        let Some((bytes, arrival)) = kernel.read(
+            plan.bytes,
+            queued.next().unwrap_or(usize::MAX),
+            plan.fd_room,
+        ) else {
+            break;
+        };
+        match r.push(&bytes, arrival, limits) {
+            None => {}
+            Some(Ok(m)) if expected.is_none() => keep(m, limits, &mut kept, &mut seen),
+            Some(Err(e)) if expected.is_none() && !e.is_recoverable() => break,
+            Some(result) => got.push(result),
         }
     }
+    if let Some(expected) = expected {
+        assert!(
+            !r.mid_message(),
+            "everything sent was read, yet a message is pending"
+        );
+        check_against(got, &expected);
+    }
+    drop((kept, kernel));
+    r.clear();
     tracker.assert_all_closed();
 }
 
@@ -403,35 +478,9 @@ fn keep(m: Message, limits: Limits, kept: &mut Vec<Message>, seen: &mut HashSet<
     kept.push(m);
 }
 
-/// Takes every message `r` holds; false once the stream is out of step.
-fn drain_stream(
-    r: &mut StreamReassembler,
-    limits: Limits,
-    kept: &mut Vec<Message>,
-    seen: &mut HashSet<RawFd>,
-) -> bool {
-    loop {
-        let predicted_whole = r.look_ahead(limits, Limits::UNBOUNDED) == LookAhead::Whole;
-        match r.next(limits) {
-            None => {
-                assert!(!predicted_whole, "look_ahead promised a whole message");
-                return true;
-            }
-            Some(Ok(m)) => keep(m, limits, kept, seen),
-            Some(Err(e)) => {
-                assert!(!predicted_whole, "look_ahead promised a whole message: {e}");
-                if !e.is_recoverable() {
-                    r.clear();
-                    return false;
-                }
-            }
-        }
-    }
-}
-
 /// Framed-mode reassembly from records (seqpacket, datagram): hostile records
 /// with any bytes and descriptors, or an fdpass sender's frames with
-/// descriptors lost to EMFILE.
+/// descriptors lost to EMFILE; each read with the room the reassembler gives.
 pub fn records(data: &[u8]) {
     let Ok(input) = ReassemblyInput::arbitrary_take_rest(Unstructured::new(data)) else {
         return;
@@ -439,35 +488,36 @@ pub fn records(data: &[u8]) {
     let limits = input.limits.get();
     let mut tracker = Tracker::new();
     let mut r = RecordReassembler::default();
-    match input.wire {
-        Wire::Hostile(records) => {
-            let mut kept = Vec::new();
-            let mut seen = HashSet::new();
-            for record in records.iter().take(64) {
-                let fds = tracker.make_n(usize::from(record.fds % 8));
-                let dropped = record.dropped.then_some(Errno::EMFILE);
-                if let Some(Ok(m)) = r.push(&record.bytes, fds, dropped, limits) {
-                    keep(m, limits, &mut kept, &mut seen);
-                }
-            }
-            drop(kept);
-            r.clear();
-        }
+    let (chunks, expected) = match &input.wire {
+        Wire::Hostile(records) => (hostile_chunks(records, &mut tracker), None),
         Wire::Honest(wire) => {
-            let (chunks, expected) = frame_messages(&wire, limits, Some(512), &mut tracker);
-            let mut got = Vec::new();
-            for mut c in chunks {
-                let (fds, dropped) = deliver(&mut c);
-                if let Some(m) = r.push(&c.bytes, fds, dropped, limits) {
-                    got.push(m);
-                }
-            }
-            assert!(
-                !r.mid_message(),
-                "every record was read, yet a message is pending"
-            );
-            check_against(got, &expected);
+            let (chunks, expected) = frame_messages(wire, limits, Some(512), &mut tracker);
+            (chunks, Some(expected))
+        }
+    };
+    let (mut got, mut kept, mut seen) = (Vec::new(), Vec::new(), HashSet::new());
+    for mut c in chunks {
+        let room = r.fd_room(limits);
+        assert!(
+            room <= limits.max_fds,
+            "room for more than the receive accepts"
+        );
+        let arrival = install(&mut c, room);
+        match r.push(&c.bytes, arrival, limits) {
+            None => {}
+            Some(Ok(m)) if expected.is_none() => keep(m, limits, &mut kept, &mut seen),
+            Some(Err(_)) if expected.is_none() => {}
+            Some(result) => got.push(result),
         }
     }
+    if let Some(expected) = expected {
+        assert!(
+            !r.mid_message(),
+            "every record was read, yet a message is pending"
+        );
+        check_against(got, &expected);
+    }
+    drop(kept);
+    r.clear();
     tracker.assert_all_closed();
 }

@@ -76,7 +76,8 @@ fn finish_new_fd(fd: OwnedFd) -> Result<OwnedFd> {
 /// passes MSG_NOSIGNAL.
 #[cfg(target_vendor = "apple")]
 pub fn no_sigpipe(sock: BorrowedFd<'_>) -> Result<()> {
-    set_socket_int_option(sock, libc::SO_NOSIGPIPE, 1).map_err(|e| Error::sys("setsockopt", e))
+    set_socket_int_option(sock, libc::SOL_SOCKET, libc::SO_NOSIGPIPE, 1)
+        .map_err(|e| Error::sys("setsockopt", e))
 }
 #[cfg(not(target_vendor = "apple"))]
 pub fn no_sigpipe(_sock: BorrowedFd<'_>) -> Result<()> {
@@ -189,17 +190,48 @@ pub fn set_accepts_fds(sock: BorrowedFd<'_>, accept: bool) -> Result<()> {
     let Some(option) = SO_PASSRIGHTS else {
         return Err(unsupported);
     };
-    match set_socket_int_option(sock, option, accept.into()) {
+    match set_socket_int_option(sock, libc::SOL_SOCKET, option, accept.into()) {
         Ok(()) => Ok(()),
         Err(Errno::ENOPROTOOPT) => Err(unsupported),
         Err(e) => Err(Error::sys("setsockopt", e)),
     }
 }
 
-/// `setsockopt(SOL_SOCKET, option)` with an int value, for the options nix
-/// has no wrapper for (SO_PASSRIGHTS, Apple's SO_NOSIGPIPE).
+/// Turns off what would make every receive on `sock` bring more than its
+/// message: credentials (Linux's SO_PASSCRED and SO_PASSSEC, FreeBSD's
+/// LOCAL_CREDS) and descriptors (Linux 6.5's SO_PASSPIDFD, an SCM_PIDFD on
+/// every receive). Whoever made a socket fdpass adopts may have set them, a
+/// hostile sender included; with them on, that data would fill the control
+/// buffer a receive sizes for its descriptors only. An option this kernel
+/// lacks is already off.
+pub fn clear_passing_options(sock: BorrowedFd<'_>) -> Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let options = [
+        (libc::SOL_SOCKET, libc::SO_PASSCRED),
+        (libc::SOL_SOCKET, libc::SO_PASSSEC),
+        (libc::SOL_SOCKET, libc::SO_PASSPIDFD),
+    ];
+    #[cfg(target_os = "freebsd")]
+    let options = [
+        (libc::SOL_LOCAL, libc::LOCAL_CREDS),
+        (libc::SOL_LOCAL, libc::LOCAL_CREDS_PERSISTENT),
+    ];
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    let options: [(libc::c_int, libc::c_int); 0] = [];
+    for (level, option) in options {
+        match set_socket_int_option(sock, level, option, 0) {
+            Ok(()) | Err(Errno::ENOPROTOOPT | Errno::EINVAL | Errno::EOPNOTSUPP) => {}
+            Err(e) => return Err(Error::sys("setsockopt", e)),
+        }
+    }
+    Ok(())
+}
+
+/// `setsockopt(level, option)` with an int value, for the options nix has
+/// no wrapper for (SO_PASSRIGHTS, SO_PASSPIDFD, Apple's SO_NOSIGPIPE).
 fn set_socket_int_option(
     sock: BorrowedFd<'_>,
+    level: libc::c_int,
     option: libc::c_int,
     value: libc::c_int,
 ) -> std::result::Result<(), Errno> {
@@ -208,7 +240,7 @@ fn set_socket_int_option(
     let rc = unsafe {
         libc::setsockopt(
             sock.as_raw_fd(),
-            libc::SOL_SOCKET,
+            level,
             option,
             std::ptr::from_ref(&value).cast(),
             size_of::<libc::c_int>() as libc::socklen_t,
@@ -603,25 +635,51 @@ fn send_flags(kind: SocketType) -> MsgFlags {
 // ---------------------------------------------------------------------------
 // recvmsg
 
+/// Most descriptors one `recvmsg` can bring: Linux's `SCM_MAX_FD` (whatever
+/// the libc: musl's lower limit is on sending), and elsewhere all that XNU
+/// and FreeBSD take in their 2 KiB (MCLBYTES) of control data. No receive
+/// asks the kernel for more, however many it accepts over a whole message.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub const MAX_FDS_PER_RECVMSG: usize = 253;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub const MAX_FDS_PER_RECVMSG: usize = 2048 / size_of::<RawFd>();
+
+/// Why a receive got fewer descriptors than its message carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FdsCut {
+    /// The message carried more than the receive had room for. Linux and
+    /// FreeBSD installed none past the room and released the rest; XNU
+    /// installs all of them first, and those past the room were closed here.
+    NoRoom,
+    /// The kernel could not install the rest and released them (Linux,
+    /// EMFILE: `get_unused_fd_flags`' error; a security module refusing one
+    /// is the only other cause).
+    NotInstalled(Errno),
+}
+
 /// What one `recvmsg` delivered. Every descriptor is owned from the moment the
 /// kernel installed it.
 #[derive(Debug)]
 pub struct Received {
     pub bytes: usize,
+    /// At most the room the receive asked for.
     pub fds: Vec<OwnedFd>,
     /// MSG_TRUNC: a datagram or record was longer than the buffer.
     pub data_truncated: bool,
-    /// The kernel could not install every descriptor of the message (EMFILE:
-    /// the descriptor limit): `fds` holds those it did, and it released the
-    /// rest. The bytes are whole.
-    pub fds_dropped: Option<Errno>,
+    /// Set when the message carried more descriptors than `fds` holds.
+    pub fds_cut: Option<FdsCut>,
 }
 
 impl Received {
-    /// No bytes and no descriptors, not even dropped ones: end of stream on
+    /// No bytes and no descriptors, not even cut ones: end of stream on
     /// stream and seqpacket sockets.
     pub fn carried_nothing(&self) -> bool {
-        self.bytes == 0 && self.fds.is_empty() && self.fds_dropped.is_none()
+        self.bytes == 0 && self.fds.is_empty() && self.fds_cut.is_none()
+    }
+
+    /// Whether any descriptor came with it, delivered or cut.
+    pub fn carried_fds(&self) -> bool {
+        !self.fds.is_empty() || self.fds_cut.is_some()
     }
 }
 
@@ -632,45 +690,39 @@ pub enum Recv {
     WouldBlock,
 }
 
-/// Bytes of control buffer that hold `max_fds` descriptors plus room for a
-/// credentials message, so SO_PASSCRED cannot push SCM_RIGHTS out
-/// (rhboot/pesign#69). Sized with CMSG_SPACE, never CMSG_LEN (FreeBSD
-/// truncates with CMSG_LEN, python/cpython#111675). Never room for fewer
-/// than [`FDS_ROOM_FLOOR`], so it may hold more than `max_fds`: callers close
-/// and report what is over their limit.
-pub fn control_space(max_fds: usize) -> usize {
-    let fds_bytes = max_fds.max(FDS_ROOM_FLOOR) * size_of::<RawFd>();
-    // SAFETY: CMSG_SPACE is pure arithmetic on its argument.
-    let rights = unsafe { libc::CMSG_SPACE(fds_bytes as u32) } as usize;
-    rights + credentials_space()
+/// Bytes of control buffer a receive with room for `room` descriptors
+/// passes to the kernel; 0 passes none at all, and then Linux and FreeBSD
+/// install no descriptor (a message that carried some comes back with
+/// MSG_CTRUNC). On Linux exactly `CMSG_LEN`: `scm_detach_fds` installs
+/// `(msg_controllen - sizeof(cmsghdr)) / 4`, so `CMSG_SPACE`'s rounding
+/// would let one more in. FreeBSD truncates a buffer sized with `CMSG_LEN`
+/// (python/cpython#111675), so `CMSG_SPACE` there. XNU installs every
+/// descriptor of a message in this process before it cuts the control data
+/// down to the buffer, and what it cuts leaves no trace (python/cpython#80931):
+/// there every receive has room for all it can install, and the caller's
+/// room is applied after.
+fn control_bytes_for(room: usize) -> usize {
+    let room = if cfg!(target_vendor = "apple") {
+        MAX_FDS_PER_RECVMSG
+    } else {
+        room.min(MAX_FDS_PER_RECVMSG)
+    };
+    if room == 0 {
+        return 0;
+    }
+    let fds_bytes = (room * size_of::<RawFd>()) as libc::c_uint;
+    if cfg!(any(target_os = "linux", target_os = "android")) {
+        // SAFETY: CMSG_LEN is pure arithmetic on its argument.
+        unsafe { libc::CMSG_LEN(fds_bytes) as usize }
+    } else {
+        // SAFETY: CMSG_SPACE is pure arithmetic on its argument.
+        unsafe { libc::CMSG_SPACE(fds_bytes) as usize }
+    }
 }
 
-/// Descriptors every receive has room for, however few it accepts. XNU
-/// installs every descriptor of a message in this process before it cuts the
-/// control data down to the buffer, and what it cuts leaves no trace
-/// (python/cpython#80931): a buffer smaller than the message leaks the rest.
-/// XNU takes at most MCLBYTES (2048 bytes) of control data from a sender, so
-/// room for 512 descriptors sees every one. Linux installs only what fits, and
-/// FreeBSD none of a message that does not fit.
-#[cfg(target_vendor = "apple")]
-const FDS_ROOM_FLOOR: usize = 2048 / size_of::<RawFd>();
-#[cfg(not(target_vendor = "apple"))]
-const FDS_ROOM_FLOOR: usize = 1;
-
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn credentials_space() -> usize {
-    // SAFETY: CMSG_SPACE is pure arithmetic on its argument.
-    unsafe { libc::CMSG_SPACE(size_of::<libc::ucred>() as u32) as usize }
-}
-#[cfg(target_os = "freebsd")]
-fn credentials_space() -> usize {
-    // SAFETY: CMSG_SPACE is pure arithmetic on its argument.
-    unsafe { libc::CMSG_SPACE(size_of::<libc::cmsgcred>() as u32) as usize }
-}
-#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
-fn credentials_space() -> usize {
-    0
-}
+/// Control buffer words: room for [`MAX_FDS_PER_RECVMSG`] descriptors and
+/// a header, with margin for alignment.
+const CONTROL_WORDS: usize = (MAX_FDS_PER_RECVMSG * size_of::<RawFd>() + 64).div_ceil(8);
 
 #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
 const RECV_FLAGS: libc::c_int = libc::MSG_CMSG_CLOEXEC;
@@ -682,15 +734,19 @@ const RECV_FLAGS: libc::c_int = 0;
 /// effect, so FreeBSD gets both until a FreeBSD CI run proves the flag alone.
 const CLOEXEC_BY_FCNTL: bool = !cfg!(any(target_os = "linux", target_os = "android"));
 
-/// One non-blocking `recvmsg` into `buf`, with a control buffer of `control`
-/// bytes. Walks every control message itself (nix's `cmsgs()` refuses to on
-/// MSG_CTRUNC, nix-rust/nix#2413), owning each descriptor as it is found. On
-/// MSG_CTRUNC because the buffer was too small, every descriptor that did
-/// arrive is closed and `ControlTruncated` returned; when the kernel could not
-/// install them (Linux, EMFILE), the message comes back with `fds_dropped` set.
-/// EINTR is retried.
-pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], control: &mut [u64]) -> Result<Recv> {
-    let control_capacity = std::mem::size_of_val(control);
+/// One non-blocking `recvmsg` into `buf` that lets the kernel install at
+/// most `fd_room` descriptors (and never more than [`MAX_FDS_PER_RECVMSG`]):
+/// with room for none it passes no control buffer, so a message with
+/// descriptors installs nothing here and comes back with `fds_cut`. Walks
+/// every control message itself (nix's `cmsgs()` refuses to on MSG_CTRUNC,
+/// nix-rust/nix#2413), owning each descriptor as it is found; descriptors of
+/// other control messages than SCM_RIGHTS (Linux's SCM_PIDFD) are closed at
+/// once. EINTR is retried.
+pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], fd_room: usize) -> Result<Recv> {
+    let room = fd_room.min(MAX_FDS_PER_RECVMSG);
+    let mut control = [0u64; CONTROL_WORDS];
+    let control_capacity = control_bytes_for(room);
+    debug_assert!(control_capacity <= size_of_val(&control));
     loop {
         let mut iov = libc::iovec {
             iov_base: buf.as_mut_ptr().cast(),
@@ -700,10 +756,12 @@ pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], control: &mut [u64]) 
         let mut hdr: libc::msghdr = unsafe { MaybeUninit::zeroed().assume_init() };
         hdr.msg_iov = &mut iov;
         hdr.msg_iovlen = 1;
-        hdr.msg_control = control.as_mut_ptr().cast();
-        hdr.msg_controllen = control_capacity as _;
-        // SAFETY: `hdr` points at `iov` and `control`, both live and writable for
-        // the lengths given; the kernel writes at most those lengths.
+        if control_capacity > 0 {
+            hdr.msg_control = control.as_mut_ptr().cast();
+            hdr.msg_controllen = control_capacity as _;
+        }
+        // SAFETY: `hdr` points at `iov` and, when given, `control`, both live
+        // and writable for the lengths given; the kernel writes at most those.
         let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut hdr, RECV_FLAGS) };
         if n < 0 {
             match Errno::last() {
@@ -712,19 +770,24 @@ pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], control: &mut [u64]) 
                 e => return Err(Error::sys("recvmsg", e)),
             }
         }
-        // SAFETY: any bytes are valid u8s; the view covers exactly `control`,
-        // which the kernel is done writing, and lives no longer than it.
+        // SAFETY: any bytes are valid u8s; the view covers the first
+        // `control_capacity` bytes of `control`, which the kernel is done
+        // writing, and lives no longer than it.
         let control_bytes =
             unsafe { std::slice::from_raw_parts(control.as_ptr().cast::<u8>(), control_capacity) };
         let written = control_len(&hdr).min(control_capacity);
         let truncated = hdr.msg_flags & libc::MSG_CTRUNC != 0;
-        let (fds, fds_dropped) = match adopt_received(control_bytes, written, truncated) {
+        let (mut fds, mut fds_cut) = match adopt_received(control_bytes, written, truncated) {
             ControlOutcome::Whole(fds) => (fds, None),
-            ControlOutcome::NotInstalled(fds) => (fds, Some(Errno::EMFILE)),
-            ControlOutcome::Truncated { arrived } => {
-                return Err(Error::ControlTruncated { arrived })
-            }
+            ControlOutcome::NotInstalled(fds) => (fds, Some(FdsCut::NotInstalled(Errno::EMFILE))),
+            ControlOutcome::NoRoom(fds) => (fds, Some(FdsCut::NoRoom)),
         };
+        if fds.len() > room {
+            // XNU installed them all, or the buffer's rounding let more in
+            // than asked: those past the room close here.
+            fds.truncate(room);
+            fds_cut = Some(FdsCut::NoRoom);
+        }
         if CLOEXEC_BY_FCNTL {
             for fd in &fds {
                 // On failure `fds` drops here, closing every descriptor of the message.
@@ -735,8 +798,43 @@ pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], control: &mut [u64]) 
             bytes: n as usize,
             fds,
             data_truncated: hdr.msg_flags & libc::MSG_TRUNC != 0,
-            fds_dropped,
+            fds_cut,
         }));
+    }
+}
+
+/// Bytes waiting in a socket's receive queue (FIONREAD): on Linux the next
+/// datagram's length on a datagram socket, everything queued on stream and
+/// seqpacket sockets; everything queued elsewhere. So never less than the
+/// next record, when one is queued.
+pub fn queued_bytes(sock: BorrowedFd<'_>) -> Result<usize> {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which is live
+    // and writable for the call.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::FIONREAD as _, &mut queued) };
+    if rc == -1 {
+        return Err(Error::sys("ioctl", Errno::last()));
+    }
+    Ok(usize::try_from(queued).unwrap_or(0))
+}
+
+/// Whether anything waits to be read (bytes, an empty record, or end of
+/// stream), without taking it or any descriptor: a one-byte MSG_PEEK with no
+/// control buffer. Linux then installs nothing and the queued descriptors
+/// stay with their message.
+pub fn anything_queued(sock: BorrowedFd<'_>) -> Result<bool> {
+    let mut byte = [0u8; 1];
+    loop {
+        match socket::recv(
+            sock.as_raw_fd(),
+            &mut byte,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+        ) {
+            Ok(_) => return Ok(true),
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) => return Ok(false),
+            Err(e) => return Err(Error::sys("recvmsg", e)),
+        }
     }
 }
 
@@ -747,13 +845,11 @@ pub enum ControlOutcome {
     /// Every descriptor of the message.
     Whole(Vec<OwnedFd>),
     /// MSG_CTRUNC with room left in the buffer (Linux): the kernel failed to
-    /// install the rest and released them. These are the ones it did. The
-    /// failure is `get_unused_fd_flags`'s EMFILE (a security module refusing
-    /// one is the only other cause), so it is reported as EMFILE.
+    /// install the rest and released them. These are the ones it did.
     NotInstalled(Vec<OwnedFd>),
-    /// MSG_CTRUNC because the buffer was full: the `arrived` descriptors that
-    /// fit were closed here.
-    Truncated { arrived: usize },
+    /// MSG_CTRUNC because the buffer was full (or absent): these are the
+    /// ones that fit.
+    NoRoom(Vec<OwnedFd>),
 }
 
 /// Takes ownership of the descriptors in the first `written` bytes of
@@ -763,40 +859,44 @@ pub enum ControlOutcome {
 /// kernel stopped for a reason other than room (`scm_detach_fds` installs up
 /// to `(room - sizeof(cmsghdr)) / 4` and stops at the first it cannot
 /// install). Other kernels report such failures differently, so there every
-/// MSG_CTRUNC is a truncation.
+/// MSG_CTRUNC is a lack of room. Descriptors in other control messages
+/// (SCM_PIDFD) are owned too, and closed before this returns.
 ///
-/// The SCM_RIGHTS slots must hold descriptors the kernel installed for this
-/// process, as after `recvmsg`; each is owned by the result from here on.
+/// The descriptor slots must hold descriptors the kernel installed for this
+/// process, as after `recvmsg`; each is owned from here on.
 pub(crate) fn adopt_received(control: &[u8], written: usize, truncated: bool) -> ControlOutcome {
     let used = &control[..written.min(control.len())];
-    let slots = rights_slots(used);
-    let fds: Vec<OwnedFd> = slots
-        .iter()
-        .filter_map(|&at| {
-            let raw = read_fd_slot(used, at);
-            // SAFETY: the kernel installed this descriptor for us just now and
-            // nothing else in the process knows its number yet (the caller's
-            // contract); negative slots are not descriptors.
-            (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw) })
-        })
-        .collect();
+    let slots = fd_slots(used);
+    let adopt = |at: &usize| {
+        let raw = read_fd_slot(used, *at);
+        // SAFETY: the kernel installed this descriptor for us just now and
+        // nothing else in the process knows its number yet (the caller's
+        // contract); negative slots are not descriptors.
+        (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw) })
+    };
+    drop(slots.unasked.iter().filter_map(adopt).collect::<Vec<_>>());
+    let fds: Vec<OwnedFd> = slots.rights.iter().filter_map(adopt).collect();
     if !truncated {
         return ControlOutcome::Whole(fds);
     }
-    let next_slot = match slots.last() {
+    let next_slot = match slots.rights.last() {
         Some(&at) => at + size_of::<RawFd>(),
         None => used.len().next_multiple_of(cmsg_align()) + cmsg_data_offset(),
     };
     if INSTALL_FAILURE_SETS_CTRUNC && next_slot + size_of::<RawFd>() <= control.len() {
         ControlOutcome::NotInstalled(fds)
     } else {
-        ControlOutcome::Truncated { arrived: fds.len() }
+        ControlOutcome::NoRoom(fds)
     }
 }
 
 /// Whether a descriptor the kernel fails to install shows as MSG_CTRUNC with
 /// room left (Linux's `scm_detach_fds`).
 const INSTALL_FAILURE_SETS_CTRUNC: bool = cfg!(any(target_os = "linux", target_os = "android"));
+
+/// Linux's SCM_PIDFD (6.5): a pidfd of the sender, installed on every
+/// receive while the socket has SO_PASSPIDFD; the `libc` crate lacks it.
+const SCM_PIDFD: libc::c_int = 0x04;
 
 fn read_fd_slot(control: &[u8], at: usize) -> RawFd {
     let mut raw = [0u8; size_of::<RawFd>()];
@@ -819,16 +919,25 @@ fn cmsg_align() -> usize {
     unsafe { (libc::CMSG_SPACE(1) - libc::CMSG_SPACE(0)) as usize }
 }
 
-/// Byte offsets, in order, of every descriptor slot of the SCM_RIGHTS control
-/// messages in `control` (the `msg_controllen` bytes a `recvmsg` filled).
-/// Works on the bytes alone, with every length checked, rather than with the
-/// CMSG_NXTHDR pointer walk, whose arithmetic overflows on a hostile
-/// `cmsg_len` (unix-ancillary's fuzzing found that). Each `cmsg_len` is
-/// clamped to the buffer: XNU leaves it untruncated on MSG_CTRUNC
-/// (bytecodealliance/rustix#1683). Other control messages are stepped over.
-pub fn rights_slots(control: &[u8]) -> Vec<usize> {
+/// Where descriptors sit in a filled control buffer: byte offsets, in order.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct FdSlots {
+    /// SCM_RIGHTS: the message's descriptors.
+    pub rights: Vec<usize>,
+    /// Other control messages that carry one (SCM_PIDFD): never asked for.
+    pub unasked: Vec<usize>,
+}
+
+/// Byte offsets of every descriptor slot in `control` (the `msg_controllen`
+/// bytes a `recvmsg` filled). Works on the bytes alone, with every length
+/// checked, rather than with the CMSG_NXTHDR pointer walk, whose arithmetic
+/// overflows on a hostile `cmsg_len` (unix-ancillary's fuzzing found that).
+/// Each `cmsg_len` is clamped to the buffer: XNU leaves it untruncated on
+/// MSG_CTRUNC (bytecodealliance/rustix#1683). Control messages that carry
+/// no descriptor (credentials) are stepped over.
+pub fn fd_slots(control: &[u8]) -> FdSlots {
     const HEADER: usize = size_of::<libc::cmsghdr>();
-    let mut slots = Vec::new();
+    let mut slots = FdSlots::default();
     let mut at = 0usize;
     while let Some(header_bytes) = at
         .checked_add(HEADER)
@@ -845,10 +954,20 @@ pub fn rights_slots(control: &[u8]) -> Vec<usize> {
         }
         let data_start = at + cmsg_data_offset();
         let data_end = at.saturating_add(claimed).min(control.len());
-        if header.cmsg_level == libc::SOL_SOCKET && header.cmsg_type == libc::SCM_RIGHTS {
+        let list = match (header.cmsg_level, header.cmsg_type) {
+            (libc::SOL_SOCKET, libc::SCM_RIGHTS) => Some(&mut slots.rights),
+            // Other systems number other messages 4 (FreeBSD's SCM_BINTIME).
+            (libc::SOL_SOCKET, SCM_PIDFD)
+                if cfg!(any(target_os = "linux", target_os = "android")) =>
+            {
+                Some(&mut slots.unasked)
+            }
+            _ => None,
+        };
+        if let Some(list) = list {
             let mut slot = data_start;
             while slot + size_of::<RawFd>() <= data_end {
-                slots.push(slot);
+                list.push(slot);
                 slot += size_of::<RawFd>();
             }
         }

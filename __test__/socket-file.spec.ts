@@ -95,6 +95,7 @@ for (const { api, mode, as, prefix } of swapCases) {
         .filter((name) => name.startsWith('stolen-'))
         .map((name) => lstatSync(join(open, name)))
         .filter((file) => file.isSocket() && file.uid === 0)
+      t.log(`${stolen.length} socket files of the listener were moved aside by the attacker`)
       t.true(stolen.length > 0, 'the attacker moved socket files of the listener aside')
       const tooOpen = stolen.map((file) => file.mode & 0o7777).filter((bits) => (bits & ~mode) !== 0)
       t.deepEqual(tooOpen.map(octal), [], `of ${stolen.length} socket files moved aside, none is more open than ${octal(mode)}`)

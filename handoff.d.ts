@@ -106,6 +106,16 @@ export interface TakeOptions {
     /** Time for the exchange, from connecting until every listener arrived, and for the ready confirmation (default 10 s). */
     timeout?: number;
     signal?: AbortSignal;
+    /**
+     * Whose listeners this process takes, asked with the offering process's
+     * credentials (as the kernel recorded them when it listened) before
+     * anything is sent to it or read from it: `true` admits it; anything else,
+     * or a throw, refuses it with `ERR_FDPASS_PEER_REFUSED`, the connection
+     * closed unread. Default: processes of this user, or root. Anyone who can
+     * bind the control socket's name (any process, for an abstract name) can
+     * offer listeners there.
+     */
+    allow?: (peer: PeerCredentials) => boolean;
 }
 /** What {@link Takeover.ready} learned. */
 export interface ReadyReport {
@@ -157,8 +167,10 @@ export declare class Takeover {
  * Takes over the listeners a running process offers at `path` (see
  * {@link offerListeners}): first the list of names, then the descriptors in
  * acknowledged batches. Resolves to null when no process is offering there (a
- * first start: listen yourself). Call it once this process is initialised,
- * convert the listeners, then call {@link Takeover.ready}. On any failure
- * everything received is closed and the running process keeps serving.
+ * first start: listen yourself). The process found there must pass `allow`
+ * (default: this user or root) before anything is exchanged, else this
+ * rejects with `ERR_FDPASS_PEER_REFUSED`. Call it once this process is
+ * initialised, convert the listeners, then call {@link Takeover.ready}. On any
+ * failure everything received is closed and the running process keeps serving.
  */
 export declare function takeListeners(options: TakeOptions): Promise<Takeover | null>;

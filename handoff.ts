@@ -564,6 +564,16 @@ export interface TakeOptions {
   /** Time for the exchange, from connecting until every listener arrived, and for the ready confirmation (default 10 s). */
   timeout?: number
   signal?: AbortSignal
+  /**
+   * Whose listeners this process takes, asked with the offering process's
+   * credentials (as the kernel recorded them when it listened) before
+   * anything is sent to it or read from it: `true` admits it; anything else,
+   * or a throw, refuses it with `ERR_FDPASS_PEER_REFUSED`, the connection
+   * closed unread. Default: processes of this user, or root. Anyone who can
+   * bind the control socket's name (any process, for an abstract name) can
+   * offer listeners there.
+   */
+  allow?: (peer: PeerCredentials) => boolean
 }
 
 /** What {@link Takeover.ready} learned. */
@@ -683,12 +693,34 @@ export class Takeover {
 }
 
 /**
+ * Closes the connection, unread, and throws `ERR_FDPASS_PEER_REFUSED` unless
+ * the policy admits the process at the other end: nothing it sent (queued
+ * descriptors included) ever reaches this process.
+ */
+function refuseUnlessAllowed(channel: Channel, allow: (peer: PeerCredentials) => boolean, path: string): void {
+  let peer: PeerCredentials | undefined
+  let cause: unknown
+  try {
+    peer = channel.peer
+    if (allow(peer) === true) return
+  } catch (err) {
+    cause = err
+  }
+  channel.close()
+  const who = peer === undefined ? 'the process' : `the process${peer.pid === undefined ? '' : ` ${peer.pid}`} (uid ${peer.uid})`
+  const error = makeError(Error, 'ERR_FDPASS_PEER_REFUSED', `${who} offering listeners at ${path} is not one the allow policy takes them from; nothing was taken`)
+  throw Object.assign(error, { peer }, cause === undefined ? {} : { cause })
+}
+
+/**
  * Takes over the listeners a running process offers at `path` (see
  * {@link offerListeners}): first the list of names, then the descriptors in
  * acknowledged batches. Resolves to null when no process is offering there (a
- * first start: listen yourself). Call it once this process is initialised,
- * convert the listeners, then call {@link Takeover.ready}. On any failure
- * everything received is closed and the running process keeps serving.
+ * first start: listen yourself). The process found there must pass `allow`
+ * (default: this user or root) before anything is exchanged, else this
+ * rejects with `ERR_FDPASS_PEER_REFUSED`. Call it once this process is
+ * initialised, convert the listeners, then call {@link Takeover.ready}. On any
+ * failure everything received is closed and the running process keeps serving.
  */
 export async function takeListeners(options: TakeOptions): Promise<Takeover | null> {
   const opts = validateObject<TakeOptions>('options', options)
@@ -699,6 +731,9 @@ export async function takeListeners(options: TakeOptions): Promise<Takeover | nu
   }
   const timeout = validateTimeout('options.timeout', opts.timeout, DEFAULT_TAKE_TIMEOUT_MS)
   const signal = validateSignal('options.signal', opts.signal)
+  if (opts.allow !== undefined && typeof opts.allow !== 'function') throw invalidArgType('options.allow', 'a function', opts.allow)
+  const uid = process.getuid?.()
+  const allow = opts.allow ?? ((peer: PeerCredentials) => peer.uid === uid || peer.uid === 0)
   if (signal?.aborted) throw abortError(signal)
 
   let channel: Channel
@@ -709,6 +744,7 @@ export async function takeListeners(options: TakeOptions): Promise<Takeover | nu
     if (code === 'ENOENT' || code === 'ECONNREFUSED') return null
     throw err
   }
+  refuseUnlessAllowed(channel, allow, opts.path)
   const timer = deadline(timeout, signal)
   const received: ReceivedFd[] = []
   try {

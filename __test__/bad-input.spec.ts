@@ -127,6 +127,7 @@ const rows: Row[] = [
   { what: 'offerListeners(): listeners not an object', call: () => offerListeners({ path: missingPath, listeners: 5 as never }), instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE' },
   { what: 'takeListeners(): a number for the options', call: () => takeListeners(5 as never), instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE' },
   { what: 'takeListeners(): names not an array', call: () => takeListeners({ path: missingPath, names: 'web' as never }), instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE' },
+  { what: 'takeListeners(): allow not a function', call: () => takeListeners({ path: missingPath, allow: true as never }), instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE' },
 ]
 
 /** Runs `call`, sync or async, and returns what it threw or rejected with. */

@@ -1,7 +1,7 @@
 import { fork, spawn } from 'node:child_process'
 import * as dgram from 'node:dgram'
 import { EventEmitter, once } from 'node:events'
-import { closeSync, existsSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs'
+import { chmodSync, closeSync, existsSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs'
 import * as http from 'node:http'
 import * as net from 'node:net'
 import { tmpdir } from 'node:os'
@@ -13,7 +13,7 @@ import { adoptFd } from 'fdpass'
 import { listenFds } from 'fdpass/activation'
 import { offerListeners, takeListeners } from 'fdpass/handoff'
 
-import { fdCount, freePort, Process, settledFdCount, until, withSystemd } from './helpers'
+import { AS_NOBODY, asRootAgainstNobody, fdCount, fdTable, freePort, nobodyUid, Process, settledFdCount, settledFdTable, until, withSystemd } from './helpers'
 
 const EXAMPLE = join(__dirname, '..', '..', 'examples', 'zero-downtime')
 const PEER = join(__dirname, 'peers', 'handoff-peer.js')
@@ -385,3 +385,58 @@ test.serial('a listener the old process can no longer close is reported, and the
   await new Promise((resolve) => taken.close(resolve))
   t.is(await settledFdCount(before), before)
 })
+
+asRootAgainstNobody(test.serial)(
+  "a root successor refuses another user's fake predecessor on an abstract name and in a world-writable directory, holding nothing of it; allow admits it",
+  async (t) => {
+    const nobody = nobodyUid()
+    const dir = mkdtempSync(join(tmpdir(), 'fdpass-handoff-'))
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+    chmodSync(dir, 0o1777)
+    const places = [
+      { what: 'an abstract name', path: `fdpass-handoff-${process.pid}-fake`, abstract: true },
+      { what: 'a world-writable directory', path: join(dir, 'handoff.sock'), abstract: false },
+    ]
+    const start = fdTable()
+    for (const { what, path, abstract } of places) {
+      const fakePredecessor = async (): Promise<Process> => {
+        const [command, ...args] = [...AS_NOBODY, process.execPath, PEER, 'offer-to-anyone', path, abstract ? 'abstract' : 'path']
+        const fake = new Process(spawn(command as string, args, { stdio: ['ignore', 'pipe', 'pipe'] }))
+        t.teardown(() => fake.child.kill('SIGKILL'))
+        await fake.within(fake.line((l) => l.offering === true))
+        return fake
+      }
+      const refusing = await fakePredecessor()
+      const before = fdTable()
+      const refused = await t.throwsAsync(takeListeners({ path, abstract }), { code: 'ERR_FDPASS_PEER_REFUSED' }, what)
+      t.like((refused as unknown as { peer: unknown }).peer, { uid: nobody, pid: refusing.pid }, `${what}: the error names the process refused`)
+      t.deepEqual(await settledFdTable(before), before, `${what}: nothing the fake predecessor has or sent is held`)
+      const broken = await t.throwsAsync(
+        takeListeners({
+          path,
+          abstract,
+          allow: () => {
+            throw new Error('the policy broke')
+          },
+        }),
+        { code: 'ERR_FDPASS_PEER_REFUSED' },
+      )
+      t.is(((broken as Error).cause as Error).message, 'the policy broke', `${what}: a policy that throws refuses`)
+      t.deepEqual(await settledFdTable(before), before)
+      refusing.child.kill('SIGKILL')
+      await refusing.exited
+
+      // A fresh one: the refused connections above may still be ending in the first.
+      const admitted = await fakePredecessor()
+      const takeover = await admitted.within(takeListeners({ path, abstract, allow: (peer) => peer.uid === nobody }))
+      if (takeover === null) return t.fail(`${what}: nobody offered`)
+      t.is(takeover.predecessor.uid, nobody, `${what}: a policy that admits nobody takes its listener`)
+      const server = takeover.get('http').toServer()
+      t.like(await takeover.ready(), { confirmed: true })
+      t.like(await admitted.within(admitted.line((l) => 'finished' in l)), { finished: { successor: 0 } })
+      t.is(await admitted.exited, 0, admitted.stderr)
+      await new Promise((resolve) => server.close(resolve))
+      t.deepEqual(await settledFdTable(start), start, `${what}: with the fake predecessors gone, the table is as it was`)
+    }
+  },
+)

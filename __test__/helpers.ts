@@ -390,3 +390,45 @@ export async function receiveStorm(channel: Channel, count: number): Promise<voi
     }
   }
 }
+
+/**
+ * Waits (bounded, as {@link settledFdCount}) until this process's descriptor
+ * table is `expected` again, then returns it: for closes that finish off the
+ * JS thread.
+ */
+export async function settledFdTable(expected: readonly string[]): Promise<string[]> {
+  const same = (table: string[]): boolean => JSON.stringify(table) === JSON.stringify(expected)
+  for (let i = 0; i < 200 && !same(fdTable()); i++) await new Promise((r) => setTimeout(r, 10))
+  return fdTable()
+}
+
+/**
+ * Runs a command as `nobody`, the other local user of the attacks on a root
+ * process: prefix of a spawn's command line (setpriv is util-linux's).
+ */
+export const AS_NOBODY: readonly string[] = ['setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups', '--']
+
+/**
+ * Runs a command as root without any capability (no CAP_DAC_OVERRIDE,
+ * CAP_FOWNER, CAP_NET_ADMIN...): root's uid, an unprivileged process's powers.
+ */
+export const AS_ROOT_WITHOUT_CAPABILITIES: readonly string[] = ['setpriv', '--inh-caps=-all', '--bounding-set=-all', '--securebits=+noroot,+noroot_locked', '--']
+
+/** The uid of `nobody` here. */
+export function nobodyUid(): number {
+  const run = spawnSync('id', ['-u', 'nobody'], { encoding: 'utf8' })
+  if (run.status !== 0) throw new Error(`id -u nobody failed: ${run.stderr}`)
+  return Number(run.stdout.trim())
+}
+
+/**
+ * `register` for an attack by another local user on a root process: the
+ * attacker runs as `nobody` by {@link AS_NOBODY}, which needs Linux (setpriv)
+ * and root. Not as root, the test is skipped, its title saying so.
+ */
+export function asRootAgainstNobody(register: Register): (title: string, implementation: ImplementationFn<[]>) => void {
+  if (runsHere(['linux']) && process.getuid?.() !== 0) {
+    return (title, implementation) => register.skip(`${title} [not root: setpriv cannot run the attacker as nobody]`, implementation)
+  }
+  return onlyOn(register, ['linux'], 'no setpriv to run the attacker as nobody')
+}

@@ -76,6 +76,20 @@ const roles: Record<string, (control: string, args: string[]) => Promise<void>> 
     say({ finished: await offer.finished })
   },
 
+  /**
+   * A fake predecessor (the specs run it as another user): offers a TCP
+   * listener of its own to anyone, on a path or, with `abstract`, an abstract
+   * name; reports the port, then whom it handed over to.
+   */
+  async 'offer-to-anyone'(control, [where]) {
+    const tcp = net.createServer((socket) => socket.end('attacker\n'))
+    await listening(tcp, () => tcp.listen(0, '127.0.0.1'))
+    const offer = await offerListeners({ path: control, abstract: where === 'abstract', listeners: { http: tcp }, allow: () => true })
+    say({ port: (tcp.address() as net.AddressInfo).port, offering: true })
+    const report = await offer.finished
+    say({ finished: { successor: report.successor.uid, unclaimed: report.unclaimed } })
+  },
+
   /** Takes the listeners over, then fails before it serves. */
   async 'crash-before-ready'(control) {
     const takeover = await takeListeners({ path: control, names: ['http'] })

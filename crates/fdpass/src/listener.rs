@@ -1,6 +1,8 @@
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
+use nix::errno::Errno;
+
 use crate::error::{Error, Result};
 use crate::sys;
 use crate::{Channel, Mode, SocketType};
@@ -31,8 +33,13 @@ impl Address {
 pub struct ListenOptions {
     pub address: Address,
     pub socket_type: SocketType,
-    /// Permission bits for the socket file (filesystem paths only), applied
-    /// after bind and before listen, so no peer can connect in between.
+    /// Permission bits for the socket file (filesystem paths only). The file
+    /// is never more open than this and no step follows a symlink: on Linux
+    /// the socket carries the bits into `bind`, which creates the file with
+    /// them less the umask, and bits the umask took are added back through a
+    /// descriptor of that file; elsewhere they are set after `bind` with
+    /// `AT_SYMLINK_NOFOLLOW`. All before `listen`, so no peer can connect
+    /// before the mode is final.
     pub mode: Option<u32>,
     pub backlog: i32,
     /// False refuses descriptors on every accepted connection, in the kernel
@@ -45,9 +52,10 @@ pub struct ListenOptions {
 pub struct Listener {
     sock: OwnedFd,
     socket_type: SocketType,
-    /// The file this listener created, with its identity, so that closing
-    /// removes it only while it is still ours (a successor may have replaced it;
-    /// nodejs/node#19729).
+    /// The file this listener created, with its identity (device, inode), so
+    /// that closing removes it only while the path still names it, not
+    /// through a symlink: a successor may have replaced it (nodejs/node#19729),
+    /// or another user who may write the directory.
     created: Option<(PathBuf, u64, u64)>,
 }
 
@@ -79,33 +87,37 @@ impl Listener {
         if !opts.accept_fds {
             sys::set_accepts_fds(sock.as_fd(), false)?;
         }
+        let path = match &opts.address {
+            Address::Path(path) => Some(path),
+            Address::Abstract(_) => None,
+        };
+        if let (Some(_), Some(mode)) = (path, opts.mode) {
+            sys::set_mode_before_bind(sock.as_fd(), mode)?;
+        }
         let addr = opts.address.to_unix_addr("bind")?;
         sys::bind(sock.as_fd(), &addr)?;
-        let mut created = None;
-        if let Address::Path(path) = &opts.address {
-            let (dev, ino) = sys::file_identity(path)?;
-            created = Some((path.clone(), dev, ino));
-            if let Some(mode) = opts.mode {
-                let perm = nix::sys::stat::Mode::from_bits_truncate(mode as _);
-                if let Err(e) = nix::sys::stat::fchmodat(
-                    nix::fcntl::AT_FDCWD,
-                    path.as_path(),
-                    perm,
-                    nix::sys::stat::FchmodatFlags::FollowSymlink,
-                ) {
-                    let _ = std::fs::remove_file(path);
-                    return Err(Error::Sys {
-                        syscall: "chmod",
-                        errno: e,
-                    });
-                }
-            }
-        }
-        let listening = Listener {
+        // From here on an early return drops the listener, which removes the
+        // file it created (if the path still names it).
+        let mut listening = Listener {
             sock,
             socket_type: opts.socket_type,
-            created,
+            created: None,
         };
+        if let Some(path) = path {
+            let bound = sys::bound_socket_file(listening.sock.as_fd(), path)?;
+            if let Some(file) = &bound {
+                listening.created = Some((path.clone(), file.dev, file.ino));
+            }
+            match (opts.mode, &bound) {
+                (Some(mode), Some(file)) if file.mode != mode => {
+                    sys::chmod_bound_file(file, path, mode)?
+                }
+                // Replaced before its mode could be made sure: the path no
+                // longer names the socket, which nobody could reach there.
+                (Some(_), None) => return Err(Error::sys("chmod", Errno::ENOENT)),
+                _ => {}
+            }
+        }
         sys::listen(listening.sock.as_fd(), opts.backlog)?;
         Ok(listening)
     }
@@ -133,9 +145,7 @@ impl Listener {
 impl Drop for Listener {
     fn drop(&mut self) {
         if let Some((path, dev, ino)) = self.created.take() {
-            if sys::file_identity(&path).ok() == Some((dev, ino)) {
-                let _ = std::fs::remove_file(&path);
-            }
+            let _ = sys::remove_socket_file(&path, dev, ino);
         }
     }
 }

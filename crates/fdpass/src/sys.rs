@@ -489,6 +489,175 @@ pub fn listen(fd: BorrowedFd<'_>, backlog: i32) -> Result<()> {
     socket::listen(&fd, backlog).map_err(|e| Error::sys("listen", e))
 }
 
+/// The socket file a socket was bound to, as found right after `bind`: its
+/// identity (device and inode) and permission bits and, on Linux, an `O_PATH`
+/// descriptor of it, so that setting its mode acts on this file and not on
+/// whatever the path names by then.
+#[derive(Debug)]
+pub struct BoundFile {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    file: OwnedFd,
+    pub dev: u64,
+    pub ino: u64,
+    /// Permission bits (`0o7777`).
+    pub mode: u32,
+}
+
+/// Gives the socket, before `bind`, the permission bits its file is to have.
+/// Linux keeps them on the socket's inode, and `bind` creates the file with
+/// them less the umask, in one step: the file is never more open than asked.
+/// Elsewhere a socket has no mode to carry over (FreeBSD's and macOS's
+/// `bind` create the file `0o777` less the umask): nothing to do here, and
+/// [`chmod_bound_file`] sets the mode after `bind`, before `listen`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn set_mode_before_bind(sock: BorrowedFd<'_>, mode: u32) -> Result<()> {
+    nix::sys::stat::fchmod(sock, nix::sys::stat::Mode::from_bits_truncate(mode as _))
+        .map_err(|e| Error::sys("fchmod", e))
+}
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub fn set_mode_before_bind(_sock: BorrowedFd<'_>, _mode: u32) -> Result<()> {
+    Ok(())
+}
+
+/// The socket file `sock` was just bound to at `path`, or `None` if `path` no
+/// longer names a socket file of this user (another process of another user
+/// who may write the directory replaced it, with a symlink say). Never
+/// follows a symlink at `path`. Linux: the file the kernel bound
+/// (`SIOCUNIXFILE`, which needs `CAP_NET_ADMIN`), else `path` opened with
+/// `O_PATH | O_NOFOLLOW`; elsewhere `lstat`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn bound_socket_file(
+    sock: BorrowedFd<'_>,
+    path: &std::path::Path,
+) -> Result<Option<BoundFile>> {
+    let file = match kernel_bound_file(sock) {
+        Some(file) => file,
+        None => match nix::fcntl::open(
+            path,
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        ) {
+            Ok(file) => file,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(e) => return Err(Error::sys("open", e)),
+        },
+    };
+    let st = nix::sys::stat::fstat(&file).map_err(|e| Error::sys("fstat", e))?;
+    Ok(own_socket_file(&st).map(|(dev, ino, mode)| BoundFile {
+        file,
+        dev,
+        ino,
+        mode,
+    }))
+}
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub fn bound_socket_file(
+    _sock: BorrowedFd<'_>,
+    path: &std::path::Path,
+) -> Result<Option<BoundFile>> {
+    match nix::sys::stat::lstat(path) {
+        Ok(st) => Ok(own_socket_file(&st).map(|(dev, ino, mode)| BoundFile { dev, ino, mode })),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(e) => Err(Error::sys("lstat", e)),
+    }
+}
+
+/// Linux's `SIOCUNIXFILE` (`linux/un.h`): an `O_PATH | O_CLOEXEC` descriptor of
+/// the file a socket is bound to, whatever its path names now. `None` where
+/// the kernel refuses (without `CAP_NET_ADMIN`) or predates it.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn kernel_bound_file(sock: BorrowedFd<'_>) -> Option<OwnedFd> {
+    const SIOCUNIXFILE: u32 = 0x89E0; // SIOCPROTOPRIVATE + 0
+                                      // SAFETY: SIOCUNIXFILE takes no argument; it returns a new descriptor or -1
+                                      // and touches no memory of ours.
+    let fd = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCUNIXFILE as _) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the kernel just installed `fd` for us and nothing else owns it.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Device, inode and permission bits of `st` if it is a socket file (not a
+/// symlink) owned by this process's effective user.
+fn own_socket_file(st: &libc::stat) -> Option<(u64, u64, u32)> {
+    socket_file(st).filter(|_| st.st_uid == nix::unistd::geteuid().as_raw())
+}
+
+/// Device, inode and permission bits of `st` if it is a socket file. Their C
+/// types differ by OS.
+#[allow(clippy::unnecessary_cast)]
+fn socket_file(st: &libc::stat) -> Option<(u64, u64, u32)> {
+    let is_socket = (st.st_mode as u32) & (libc::S_IFMT as u32) == libc::S_IFSOCK as u32;
+    is_socket.then_some((
+        st.st_dev as u64,
+        st.st_ino as u64,
+        (st.st_mode as u32) & 0o7777,
+    ))
+}
+
+/// Sets the permission bits of a bound socket file to `mode`, following no
+/// symlink. Linux: through its descriptor (`chmod` of `/proc/self/fd/N`, a
+/// name of that very file, as glibc's `fchmodat(AT_SYMLINK_NOFOLLOW)` does;
+/// `ENOENT` without /proc). Elsewhere: `fchmodat(AT_SYMLINK_NOFOLLOW)` on
+/// `path`, which changes a symlink put there meanwhile, not what it points to.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn chmod_bound_file(file: &BoundFile, _path: &std::path::Path, mode: u32) -> Result<()> {
+    let name = format!("/proc/self/fd/{}", file.file.as_raw_fd());
+    nix::sys::stat::fchmodat(
+        nix::fcntl::AT_FDCWD,
+        name.as_str(),
+        nix::sys::stat::Mode::from_bits_truncate(mode as _),
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )
+    .map_err(|e| Error::sys("chmod", e))
+}
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub fn chmod_bound_file(_file: &BoundFile, path: &std::path::Path, mode: u32) -> Result<()> {
+    nix::sys::stat::fchmodat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        nix::sys::stat::Mode::from_bits_truncate(mode as _),
+        nix::sys::stat::FchmodatFlags::NoFollowSymlink,
+    )
+    .map_err(|e| Error::sys("chmod", e))
+}
+
+/// Removes `path` if it names, not through a symlink, the socket file `dev`,
+/// `ino`; returns whether it did. The check and the removal are made in one
+/// directory, opened once, so that a directory on the path swapped for a
+/// symlink meanwhile cannot turn the removal to a file elsewhere.
+pub fn remove_socket_file(path: &std::path::Path, dev: u64, ino: u64) -> Result<bool> {
+    let Some(name) = path.file_name() else {
+        return Ok(false);
+    };
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => std::path::Path::new("."),
+    };
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let access = OFlag::O_PATH;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let access = OFlag::O_RDONLY;
+    let dir = nix::fcntl::open(
+        parent,
+        access | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| Error::sys("open", e))?;
+    let st = match nix::sys::stat::fstatat(&dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(Errno::ENOENT) => return Ok(false),
+        Err(e) => return Err(Error::sys("stat", e)),
+    };
+    if socket_file(&st).map(|(d, i, _)| (d, i)) != Some((dev, ino)) {
+        return Ok(false);
+    }
+    nix::unistd::unlinkat(&dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir)
+        .map_err(|e| Error::sys("unlink", e))?;
+    Ok(true)
+}
+
 /// Non-blocking connect. `Ok(false)` means the connection is in progress
 /// (EINPROGRESS) or the listener's backlog is full (EAGAIN on Linux): wait for
 /// writability and call `connect_result` or retry.

@@ -1157,13 +1157,6 @@ fn control_len(hdr: &libc::msghdr) -> usize {
     hdr.msg_controllen as usize
 }
 
-/// Device and inode of a file, to recognise it later. Their C types differ by OS.
-#[allow(clippy::unnecessary_cast)]
-pub fn file_identity(path: &std::path::Path) -> Result<(u64, u64)> {
-    let st = nix::sys::stat::stat(path).map_err(|e| Error::sys("stat", e))?;
-    Ok((st.st_dev as u64, st.st_ino as u64))
-}
-
 // ---------------------------------------------------------------------------
 // Waiting on the host's libuv loop
 

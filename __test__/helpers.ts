@@ -358,6 +358,17 @@ export function shrinkSocketBuffers(fd: number): number {
   return Number(run.stdout.trim())
 }
 
+/** Linux's SO_PASSPIDFD (6.5): every receive on the socket brings an SCM_PIDFD. */
+export const SO_PASSPIDFD = 76
+
+/** Sets a SOL_SOCKET option of the socket `fd` to `value` (Node cannot; python3 can); returns what it reads back. */
+export function setSocketOption(fd: number, option: number, value: number): number {
+  const script = ['import socket', 's = socket.socket(fileno=3)', `s.setsockopt(socket.SOL_SOCKET, ${option}, ${value})`, `print(s.getsockopt(socket.SOL_SOCKET, ${option}))`].join('\n')
+  const run = spawnSync('python3', ['-c', script], { stdio: ['ignore', 'pipe', 'pipe', fd], encoding: 'utf8' })
+  if (run.status !== 0) throw new Error(`python3 could not set socket option ${option}: ${run.error?.message ?? run.stderr}`)
+  return Number(run.stdout.trim())
+}
+
 /** The n-th message of a storm: its size and bytes depend on n only. */
 export function stormPayload(n: number): Buffer {
   const payload = Buffer.alloc(4 + ((n * 104_729) % (768 * 1024)), n % 251)

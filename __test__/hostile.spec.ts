@@ -6,9 +6,9 @@ import { join } from 'node:path'
 
 import test, { type ExecutionContext } from 'ava'
 
-import { spawnWithChannel, type Channel, type SocketType } from 'fdpass'
+import { closeAll, limits, socketPair, spawnWithChannel, type Channel, type SocketType } from 'fdpass'
 
-import { devNulls, fdCount, onlyOn, Process, receiveStorm, sendStorm, settledFdCount, shrinkSocketBuffers, SOCKET_TYPES, socketInode, type Line } from './helpers'
+import { AS_NOBODY, asRootAgainstNobody, devNulls, fdCount, onlyOn, Process, receiveStorm, sendStorm, setSocketOption, settledFdCount, shrinkSocketBuffers, SO_PASSPIDFD, SOCKET_TYPES, socketInode, type Line } from './helpers'
 
 const HOSTILE = join(__dirname, 'peers', 'hostile.js')
 
@@ -242,3 +242,142 @@ for (const type of (['stream', 'seqpacket'] as const).filter((type) => SOCKET_TY
     await finish(t, started)
   })
 }
+
+test.serial('a frame that declares no descriptors but carries two: ERR_FDPASS_PROTOCOL, the two closed, never delivered with the next frame', async (t) => {
+  const started = start(t, 'stray-fds')
+  const { peer, channel } = started
+  await peer.within(peer.line((l) => 'own' in l))
+  const err = await t.throwsAsync(peer.within(channel.recv()), { code: 'ERR_FDPASS_PROTOCOL' })
+  t.regex(err?.message ?? '', /declares 0 descriptors but 2 arrived/)
+  await t.throwsAsync(channel.recv(), { code: 'ERR_FDPASS_CLOSED' }, 'the stream is out of step: it ends, and nothing of the next frame is delivered')
+  peer.step()
+  await finish(t, started)
+})
+
+/** Samples this process's descriptor count on every turn of the loop until `work` settles; returns the most seen. */
+async function mostFdsDuring(work: Promise<unknown>): Promise<number> {
+  let most = fdCount()
+  let done = false
+  void work.finally(() => (done = true)).catch(() => undefined)
+  while (!done) {
+    most = Math.max(most, fdCount())
+    await new Promise((resolve) => setImmediate(resolve))
+  }
+  return Math.max(most, fdCount())
+}
+
+for (const { title, announce, options } of [
+  { title: 'maxFds 0', announce: 100, options: { maxFds: 0 } },
+  { title: 'the default maxFds', announce: 100, options: {} },
+  { title: 'maxBytes 4096 and a header announcing 4 GiB', announce: 2 ** 32 - 1, options: { maxBytes: 4096 } },
+]) {
+  asRootAgainstNobody(test.serial)(`descriptor hoarding by four connections run as nobody (a valid header, then one payload byte per sendmsg with 253 descriptors), ${title}: none is ever installed here, each receive fails with ERR_FDPASS_PROTOCOL`, async (t) => {
+    const attackers = Array.from({ length: 4 }, () => start(t, 'hoard', [String(announce), String(limits.maxFdsPerMessage)], { wrapper: [...AS_NOBODY] }))
+    const baseline = fdCount() // with the four channels and the pipes to the attackers
+    const receives = attackers.map(({ peer, channel }) => peer.within(channel.recv(options)))
+    const most = await mostFdsDuring(Promise.allSettled(receives))
+    // nobody's descriptors in flight are limited per user (RLIMIT_NOFILE): an
+    // attacker that hits the limit before its first byte with descriptors
+    // gives up, and this side sees it close mid-message.
+    let cutOff = 0
+    for (const receive of receives) {
+      const err = await t.throwsAsync(receive, { code: 'ERR_FDPASS_PROTOCOL' })
+      t.regex(err?.message ?? '', /descriptors arrived on the payload bytes of a frame|middle of a message; 0 descriptors/)
+      if (/payload bytes/.test(err?.message ?? '')) cutOff += 1
+    }
+    t.true(cutOff > 0, 'at least one attacker got its descriptors to this side')
+    t.is(most, baseline, `the most descriptors open here while four attackers pushed theirs: ${most - baseline} over the baseline`)
+    t.log(`descriptors held over the baseline under attack: ${most - baseline}`)
+    for (const { peer, channel } of attackers) {
+      channel.close()
+      const stopped = await peer.within(peer.line((l) => 'stoppedBy' in l))
+      // Cut off by this side's hang-up, or first by its own limit on descriptors in flight.
+      t.true(['EPIPE', 'ECONNRESET', 'ETOOMANYREFS'].includes(stopped.stoppedBy as string), JSON.stringify(stopped))
+      t.is(await peer.exited, 0, peer.stderr)
+    }
+    const before = attackers[0]!.before
+    t.is(await settledFdCount(before), before, 'this process ends at its descriptor baseline')
+  })
+}
+
+test.serial('a peer that sends its own socket on a byte that can start no frame and exits: the receive fails at once with ERR_FDPASS_PROTOCOL and the socket is released', async (t) => {
+  const started = start(t, 'junk-with-itself')
+  const { peer, channel } = started
+  const { inode } = await peer.within(peer.line((l) => 'inode' in l))
+  t.is(await peer.exited, 0)
+  // The peer's socket lives on in this process's queue, so no end of stream
+  // would ever come: the byte alone must decide. (The signal only turns a
+  // hang into a failure.)
+  const err = await t.throwsAsync(channel.recv({ signal: AbortSignal.timeout(30_000) }), { code: 'ERR_FDPASS_PROTOCOL' })
+  t.regex(err?.message ?? '', /bad frame magic/)
+  await finish(t, started)
+  const listed = (): boolean => readFileSync('/proc/net/unix', 'utf8').split('\n').some((row) => row.trim().split(/\s+/)[6] === String(inode))
+  for (let i = 0; i < 500 && listed(); i++) await new Promise((resolve) => setTimeout(resolve, 10))
+  t.false(listed(), 'the kernel released the socket once the receive closed it')
+})
+
+// SO_PASSPIDFD is Linux's (6.5).
+onlyOn(test.serial, ['linux'], 'no SO_PASSPIDFD (Linux 6.5)')('a received socket whose sender set SO_PASSPIDFD on it: toChannel clears it, and a pidfd that comes anyway is closed at once, never held', async (t) => {
+  const count = 300
+  const started = start(t, 'pidfd-socket', [String(count)])
+  const { peer, channel } = started
+  const offered = await peer.within(channel.recv())
+  t.is(offered.data.toString(), 'a socket that asks for pidfds')
+  const received = offered.fds[0]!.toChannel()
+  const baseline = fdCount()
+  for (let i = 0; i < count; i++) {
+    const m = await peer.within(received.recv())
+    t.is(m.data.toString(), `message ${i}`)
+    t.is(m.fds.length, 1)
+    closeAll(m.fds)
+  }
+  t.is(fdCount(), baseline, `no pidfd installed in ${count} receives: the option was cleared on adoption`)
+  // A caller that sets it again on a raw channel gets an SCM_PIDFD with every
+  // receive (on a framed stream, every read of payload bytes would then
+  // report control data and fail): each is closed at once, never held.
+  const [sender, receiver] = socketPair({ framing: 'raw', type: 'seqpacket' })
+  t.is(setSocketOption(receiver.fd, SO_PASSPIDFD, 1), 1)
+  for (let i = 0; i < count; i++) {
+    await sender.send({ data: `raw ${i}`, fds: devNulls(1), move: true })
+    const m = await receiver.recv()
+    t.is(m.fds.length, 1, 'the message’s own descriptor, and no pidfd')
+    closeAll(m.fds)
+  }
+  t.is(fdCount(), baseline + 2, `no pidfd held after ${count} receives that each brought one (the pair aside)`)
+  sender.close()
+  receiver.close()
+  received.close()
+  peer.step()
+  await finish(t, started)
+})
+
+test.serial('raw receives with limits past every real bound (maxBytes 2**40 and 2**53-1, maxFds 2**28 to 2**31-1): no abort, no memory pinned, every message whole', async (t) => {
+  const started = start(t, 'raw-limits')
+  const { peer, channel } = started
+  await peer.within(peer.line((l) => l.ready === true))
+  for (let i = 0; i < 5; i++) await channel.send({ data: `message ${i}`, fds: devNulls(20), move: true })
+  const reports: Line[] = []
+  for (let i = 0; i < 5; i++) reports.push(await peer.within(peer.line((l) => 'options' in l && !reports.includes(l))))
+  for (const report of reports) {
+    t.is(report.failure, undefined, JSON.stringify(report))
+    t.is(report.fds, 20, JSON.stringify(report))
+    // Sized by what arrives: a buffer sized by the limits would be a tebibyte, or 1 GiB of control space.
+    t.true((report.grew as number) < 64 * 1024 * 1024, `RSS grew by ${String(report.grew)} bytes: ${JSON.stringify(report.options)}`)
+  }
+  await peer.within(peer.line((l) => l.done === true))
+  peer.step()
+  await finish(t, started)
+})
+
+// Linux installs what fits and releases the rest (README: EMFILE on receive);
+// macOS and FreeBSD fail such a receive whole.
+onlyOn(test.serial, ['linux'], 'a receive whose descriptors do not fit fails whole')('a receiver with 100 free descriptor slots takes 30 queued messages of 8 descriptors each: none is lost, as nothing is installed for a message before it is asked for', async (t) => {
+  const started = start(t, 'receive-near-the-limit', ['100', '30'], { wrapper: withLimit(256) })
+  const { peer, channel } = started
+  t.is((await peer.within(channel.recv())).data.toString(), 'ready')
+  for (let i = 0; i < 30; i++) await channel.send({ data: `message ${i}`, fds: devNulls(8), move: true })
+  peer.step()
+  const result = await peer.within(peer.line((l) => 'delivered' in l))
+  t.deepEqual(result, { delivered: 30, lost: [] })
+  await finish(t, started)
+})

@@ -6,9 +6,9 @@
  */
 import { closeSync, openSync, readlinkSync } from 'node:fs'
 
-import { inheritedChannel, type Channel, type Message } from 'fdpass'
+import { closeAll, inheritedChannel, socketPair, type Channel, type Message } from 'fdpass'
 
-import { devNulls, fdCount, receiveStorm, sendStorm, shrinkSocketBuffers, socketInode } from '../helpers'
+import { devNulls, fdCount, receiveStorm, sendStorm, setSocketOption, shrinkSocketBuffers, socketInode, SO_PASSPIDFD } from '../helpers'
 
 const report = (line: Record<string, unknown>): void => {
   process.stdout.write(`${JSON.stringify(line)}\n`)
@@ -174,6 +174,121 @@ const roles: Record<string, (channel: Channel, args: string[]) => Promise<void>>
   },
 
   /**
+   * A header that declares no descriptors but carries two, then a valid
+   * frame with its own: the two must never arrive with the second.
+   */
+  async 'stray-fds'(channel) {
+    await channel.send({ data: frameHeader(0, 0), fds: devNulls(2), move: true })
+    const own = openSync('/dev/null', 'r')
+    await channel.send({ data: Buffer.concat([frameHeader(1, 4), Buffer.from('next')]), fds: [own], move: true })
+    report({ own: true })
+    await stdinLine()
+    channel.close()
+  },
+
+  /**
+   * Descriptor hoarding: a valid header, then its payload one byte per
+   * sendmsg, each with the most descriptors a sendmsg carries (copies of one
+   * /dev/null), until the receiver hangs up. `announce` is the payload
+   * length the header claims.
+   */
+  async hoard(channel, [announce, most]) {
+    const one = openSync('/dev/null', 'r')
+    const copies: number[] = Array.from({ length: Number(most) }, () => one)
+    let sent = 0
+    try {
+      await channel.send({ data: frameHeader(0, Number(announce)) })
+      for (; sent < 10_000; sent++) await channel.send({ data: Buffer.from([sent & 0xff]), fds: copies })
+      report({ sent, stoppedBy: 'count' })
+    } catch (err) {
+      report({ sent, stoppedBy: (err as { code?: string }).code })
+    }
+    closeSync(one)
+  },
+
+  /** Its own socket on one byte that can start no frame, then it exits. */
+  async 'junk-with-itself'(channel) {
+    const inode = socketInode(channel.fd)
+    await channel.send({ data: 'X', fds: [channel.fd] })
+    report({ inode })
+    process.exit(0)
+  },
+
+  /**
+   * Sends one end of a new socket pair with SO_PASSPIDFD set on it (so that
+   * every receive there would bring a pidfd), then `count` messages into the
+   * other end, with a descriptor each.
+   */
+  async 'pidfd-socket'(channel, [count]) {
+    const [theirs, mine] = socketPair()
+    setSocketOption(theirs.fd, SO_PASSPIDFD, 1)
+    await channel.send({ data: 'a socket that asks for pidfds', fds: [theirs.fd] })
+    theirs.close()
+    for (let i = 0; i < Number(count); i++) await mine.send({ data: `message ${i}`, fds: devNulls(1), move: true })
+    report({ sent: Number(count) })
+    await stdinLine()
+    mine.close()
+    channel.close()
+  },
+
+  /**
+   * Receives in raw mode with limits at and past every real bound, reporting
+   * what arrived and its RSS after each: none may abort the process, pin
+   * memory or cut a message.
+   */
+  async 'raw-limits'(channel) {
+    const cases = [{ maxBytes: 2 ** 40 }, { maxBytes: Number.MAX_SAFE_INTEGER }, { maxFds: 2 ** 28 }, { maxFds: 2 ** 30 }, { maxFds: 2 ** 31 - 1 }]
+    report({ ready: true })
+    for (const options of cases) {
+      const rssBefore = process.memoryUsage().rss
+      try {
+        const m = await channel.recv(options)
+        report({ options, bytes: m.data.length, fds: m.fds.length, grew: process.memoryUsage().rss - rssBefore })
+        closeAll(m.fds)
+      } catch (err) {
+        report({ options, failure: (err as { code?: string }).code, message: (err as Error).message })
+      }
+    }
+    report({ done: true, open: fdCount() })
+    await stdinLine()
+    channel.close()
+  },
+
+  /**
+   * Fills its descriptor table to `room` free slots, then receives `count`
+   * messages the parent queued all at once, closing each message's
+   * descriptors before the next receive: every one must arrive.
+   */
+  async 'receive-near-the-limit'(channel, [room, count]) {
+    const filler: number[] = []
+    for (;;) {
+      try {
+        filler.push(openSync('/dev/null', 'r'))
+      } catch (err) {
+        if ((err as { code?: string }).code !== 'EMFILE') throw err
+        break
+      }
+    }
+    for (let i = 0; i < Number(room); i++) closeSync(filler.pop() as number)
+    await channel.send({ data: 'ready' })
+    await stdinLine() // the parent has sent them all
+    const lost: string[] = []
+    let delivered = 0
+    for (let i = 0; i < Number(count); i++) {
+      try {
+        const m = await channel.recv()
+        delivered += 1
+        closeAll(m.fds)
+      } catch (err) {
+        lost.push((err as { code?: string }).code ?? String(err))
+      }
+    }
+    for (const fd of filler) closeSync(fd)
+    report({ delivered, lost })
+    channel.close()
+  },
+
+  /**
    * Receives until the channel ends and reports each message: its data and
    * what each descriptor refers to (procfs's name), then closes them.
    */
@@ -198,7 +313,7 @@ const roles: Record<string, (channel: Channel, args: string[]) => Promise<void>>
 }
 
 /** Roles that write frames by hand (or no frames at all). */
-const WRITES_RAW_BYTES = new Set(['flood-unframed', 'claim-more-fds', 'claim-more-bytes', 'die-mid-frame'])
+const WRITES_RAW_BYTES = new Set(['flood-unframed', 'claim-more-fds', 'claim-more-bytes', 'die-mid-frame', 'stray-fds', 'hoard', 'junk-with-itself', 'raw-limits'])
 
 async function main(): Promise<void> {
   const [role, ...args] = process.argv.slice(2)

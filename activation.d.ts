@@ -1,8 +1,3 @@
-/**
- * fdpass/activation: the listening sockets a service manager passed at exec
- * (systemd socket activation: `LISTEN_PID`, `LISTEN_FDS`, `LISTEN_FDNAMES`),
- * read as systemd's own `sd_listen_fds_with_names` reads them.
- */
 import { type ReceivedFd } from './index';
 /**
  * Takes the descriptors passed to this process by socket activation, by name

@@ -3,6 +3,9 @@
  * (systemd socket activation: `LISTEN_PID`, `LISTEN_FDS`, `LISTEN_FDNAMES`),
  * read as systemd's own `sd_listen_fds_with_names` reads them.
  */
+import { readlinkSync } from 'node:fs'
+
+import { fdKind } from './binding'
 import { adoptFd, type ReceivedFd } from './index'
 import { makeError } from './errors'
 
@@ -12,6 +15,16 @@ const ACTIVATION_VARIABLES = ['LISTEN_PID', 'LISTEN_PIDFDID', 'LISTEN_FDS', 'LIS
 
 function invalidActivation(message: string): Error {
   return makeError(Error, 'ERR_FDPASS_INVALID_ACTIVATION', `socket activation: ${message}`)
+}
+
+/** What `fd` is when it is this process's own rather than passed, else undefined. */
+function ownDescriptor(fd: number): string | undefined {
+  const kind = fdKind(fd)
+  if (kind === 'other') return 'an anonymous inode (such as the epoll or eventfd Node opened)'
+  if (kind === 'fifo' && process.platform === 'linux' && readlinkSync(`/proc/self/fd/${fd}`).startsWith('pipe:')) {
+    return 'an anonymous pipe (such as the signal pipe Node opened)'
+  }
+  return undefined
 }
 
 /**
@@ -42,6 +55,25 @@ export function listenFds(): Map<string, ReceivedFd[]> {
   const named = names === undefined || (names === '' && total === 0) ? [] : names.split(':')
   if (names !== undefined && named.length !== total) {
     throw invalidActivation(`LISTEN_FDNAMES has ${named.length} names for ${total} descriptors`)
+  }
+  // Only what was really passed: a count past what the manager passed
+  // reaches this process's own descriptors, which sit right after (Node's
+  // epoll, eventfd and signal pipes first), and adopting one would close it
+  // under Node at the next GC. A manager passes sockets, FIFOs, files and
+  // special files; an anonymous inode (epoll, eventfd, signalfd, timerfd) or
+  // an anonymous pipe is this process's own. All are checked before any is
+  // adopted. (Close-on-exec cannot tell: Node sets it on what it inherits.)
+  for (let i = 0; i < total; i++) {
+    const fd = FIRST_PASSED_FD + i
+    let own: string | undefined
+    try {
+      own = ownDescriptor(fd)
+    } catch (err) {
+      throw invalidActivation(`LISTEN_FDS=${total}, but descriptor ${fd} is not open (${(err as Error).message})`)
+    }
+    if (own !== undefined) {
+      throw invalidActivation(`LISTEN_FDS=${total}, but descriptor ${fd} is ${own}, which no service manager passes; nothing was taken`)
+    }
   }
   const adopted: ReceivedFd[] = []
   try {

@@ -83,17 +83,22 @@ export declare class Reactor {
 }
 
 /**
- * Takes over a connected Unix socket by number. On error the number is left
- * open and still the caller's.
+ * Takes over a connected Unix socket by number. `held`: the number is a
+ * ReceivedFd's of this thread, which hands it over; otherwise fdpass must
+ * not own it at all (ERR_FDPASS_FD_OWNED). On error the number is left open
+ * and with its owner.
  */
-export declare function adoptChannel(fd: number, mode: ChannelMode): NativeChannel
+export declare function adoptChannel(fd: number, mode: ChannelMode, held: boolean): NativeChannel
 
 export declare const enum ChannelMode {
   Framed = 'framed',
   Raw = 'raw',
 }
 
-/** Closes a descriptor this process owns (EBADF if it is not open). */
+/**
+ * Closes a descriptor the caller owns (EBADF if it is not open); refuses
+ * one fdpass owns (ERR_FDPASS_FD_OWNED): its owner closes it.
+ */
 export declare function closeFd(fd: number): void
 
 /** Closes a held descriptor. Returns false if it was not held. */
@@ -118,14 +123,17 @@ export declare function connect(path: string, abstractName: boolean, socketType:
 /** What a descriptor is: "file", "tcp-listener", "unix-stream", ... */
 export declare function fdKind(fd: number): string
 
+/** Who owns `fd` in fdpass ("a Channel", "a Server", "a ReceivedFd"), or null. */
+export declare function fdOwner(fd: number): string | null
+
 /**
  * Takes a descriptor this process already has (inherited at exec, say) into
  * JavaScript's keeping, as if received: close-on-exec is set on it first, as
  * on every received one, so this process's own children do not inherit it.
- * Returns false, changing nothing, when it is held already: two owners would
- * each close it, the second closing whatever reused the number.
+ * Throws ERR_FDPASS_FD_OWNED, changing nothing, when fdpass owns it
+ * already (a channel's or server's socket, or a ReceivedFd's).
  */
-export declare function holdInherited(fd: number): boolean
+export declare function holdInherited(fd: number): void
 
 export declare function isCloseOnExec(fd: number): boolean
 

@@ -846,6 +846,7 @@ module.exports.closeHeldAtTeardown = nativeBinding.closeHeldAtTeardown
 module.exports.closeHeldMany = nativeBinding.closeHeldMany
 module.exports.connect = nativeBinding.connect
 module.exports.fdKind = nativeBinding.fdKind
+module.exports.fdOwner = nativeBinding.fdOwner
 module.exports.holdInherited = nativeBinding.holdInherited
 module.exports.isCloseOnExec = nativeBinding.isCloseOnExec
 module.exports.listen = nativeBinding.listen

@@ -191,7 +191,8 @@ export declare class ReceivedFd implements Disposable {
  * with the same conversions and the same care as a received one: close-on-exec
  * is set on it now, so this process's own children do not inherit it, and it
  * is closed when collected unless claimed. Throws `EBADF` when it is not open
- * and `ERR_FDPASS_FD_OWNED` when a `ReceivedFd` owns it already.
+ * and `ERR_FDPASS_FD_OWNED` when fdpass owns it already (a {@link Channel}'s
+ * or {@link Server}'s socket, or a `ReceivedFd`'s).
  */
 export declare function adoptFd(fd: number): ReceivedFd;
 /** Options of {@link ReceivedFd.toReadStream} and {@link ReceivedFd.toWriteStream}. */

@@ -341,7 +341,12 @@ async function release(holder: FdHolder): Promise<void> {
 
 /**
  * The holders a send gives up once sent, by descriptor number (so one named
- * twice is given up once); null, and no allocation, when there are none.
+ * twice is given up once, by its object where one names it: a ReceivedFd
+ * moved as `[r.fd, r]` is released, not closed behind its back); null, and
+ * no allocation, when there are none. A bare number that fdpass owns (a
+ * Channel's, a Server's or a ReceivedFd's socket) is refused before the
+ * send, with `ERR_FDPASS_FD_OWNED`: closing it would close its owner's
+ * descriptor, and later whatever reused the number.
  */
 function movedHolders(entries: readonly Descriptor[], numbers: Int32Array, moveAll: boolean): Map<number, FdHolder> | null {
   let moved: Map<number, FdHolder> | null = null
@@ -350,8 +355,16 @@ function movedHolders(entries: readonly Descriptor[], numbers: Int32Array, moveA
     const explicit = isMovedFd(entry)
     if (!moveAll && !(explicit && entry.move === true)) continue
     const fd = numbers[i] as number
+    const holder = explicit ? entry.fd : entry
     moved ??= new Map()
-    if (!moved.has(fd)) moved.set(fd, explicit ? entry.fd : entry)
+    if (!moved.has(fd) || typeof moved.get(fd) === 'number') moved.set(fd, holder)
+  }
+  if (moved === null) return null
+  for (const [fd, holder] of moved) {
+    const owner = typeof holder === 'number' ? binding.fdOwner(fd) : null
+    if (owner !== null) {
+      throw makeError(Error, 'ERR_FDPASS_FD_OWNED', `descriptor ${fd} is owned by ${owner}; move that object instead of its number (nothing was sent)`)
+    }
   }
   return moved
 }
@@ -592,7 +605,7 @@ export class ReceivedFd implements Disposable {
   /** An fdpass {@link Channel} over a received connected Unix socket. */
   toChannel(options: ChannelOptions = {}): Channel {
     this.#expect(['unix-stream', 'unix-seqpacket', 'unix-dgram'], 'toChannel()')
-    return this.#handOver((fd) => Channel.fromFd(fd, options))
+    return this.#handOver((fd) => adoptChannel(fd, options, true))
   }
 }
 
@@ -602,13 +615,12 @@ export class ReceivedFd implements Disposable {
  * with the same conversions and the same care as a received one: close-on-exec
  * is set on it now, so this process's own children do not inherit it, and it
  * is closed when collected unless claimed. Throws `EBADF` when it is not open
- * and `ERR_FDPASS_FD_OWNED` when a `ReceivedFd` owns it already.
+ * and `ERR_FDPASS_FD_OWNED` when fdpass owns it already (a {@link Channel}'s
+ * or {@link Server}'s socket, or a `ReceivedFd`'s).
  */
 export function adoptFd(fd: number): ReceivedFd {
   validateInteger('fd', fd, 0, MAX_FD_NUMBER)
-  if (!binding.holdInherited(fd)) {
-    throw makeError(Error, 'ERR_FDPASS_FD_OWNED', `descriptor ${fd} is owned by a ReceivedFd already; take() it first to own the number yourself`)
-  }
+  binding.holdInherited(fd) // ERR_FDPASS_FD_OWNED when a Channel, Server or ReceivedFd owns it
   return new ReceivedFd(fd)
 }
 
@@ -808,6 +820,17 @@ function withinLimits(message: Message, maxFds: number, maxBytes: number): Messa
 }
 
 /**
+ * A channel over the socket `fd`: one fdpass does not own yet (`held`
+ * false: ERR_FDPASS_FD_OWNED otherwise), or a ReceivedFd's of this thread
+ * handing it over (`held` true).
+ */
+function adoptChannel(fd: number, options: ChannelOptions, held: boolean): Channel {
+  validateInteger('fd', fd, 0, MAX_FD_NUMBER)
+  const framing = normaliseFraming(validateObject<ChannelOptions>('options', options).framing)
+  return new Channel(binding.adoptChannel(fd, framing as native.ChannelMode, held), framing)
+}
+
+/**
  * A connected Unix socket that carries messages with descriptors. Emits
  * `'end'` when a receive finds the peer has closed, and `'close'` once closed.
  */
@@ -844,9 +867,7 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
    * child's stdio). The channel takes it over; on error it stays yours, open.
    */
   static fromFd(fd: number, options: ChannelOptions = {}): Channel {
-    validateInteger('fd', fd, 0, MAX_FD_NUMBER)
-    const framing = normaliseFraming(validateObject<ChannelOptions>('options', options).framing)
-    return new Channel(binding.adoptChannel(fd, framing as native.ChannelMode), framing)
+    return adoptChannel(fd, options, false)
   }
 
   /** The socket's descriptor number, or -1 once closed. */
@@ -918,6 +939,7 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
     if (this.framing === 'raw' && this.type === 'stream' && holders.length > 0 && data.length === 0) {
       throw makeError(TypeError, 'ERR_INVALID_ARG_VALUE', 'a raw-mode stream message with descriptors needs at least one data byte')
     }
+    const moved = movedHolders(holders, numbers, opts.move === true)
     const handle = this.#native
     if (handle === null) return Promise.reject(closedError('channel'))
     let sentNow: boolean
@@ -933,7 +955,6 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
           this.#sends.push({ resolve, reject })
           this.#rewatch()
         })
-    const moved = movedHolders(holders, numbers, opts.move === true)
     return moved === null ? done : done.then(() => releaseMoved(moved))
   }
 
@@ -1178,8 +1199,9 @@ export function spawnWithChannel(
  */
 export function inheritedChannel(options: ChannelOptions = {}): Channel {
   const named = process.env[CHANNEL_FD_ENV]
-  const fd = named === undefined ? 3 : Number(named)
-  if (!Number.isInteger(fd) || fd < 0) {
+  // Only decimal digits name a descriptor ('' or ' 4' would read as 0 or 4).
+  const fd = named === undefined ? 3 : /^[0-9]{1,10}$/.test(named) ? Number(named) : Number.NaN
+  if (!Number.isInteger(fd) || fd > MAX_FD_NUMBER) {
     throw makeError(TypeError, 'ERR_FDPASS_NO_DESCRIPTOR', `${CHANNEL_FD_ENV}=${named} names no descriptor`)
   }
   let channel: Channel
@@ -1408,6 +1430,10 @@ export function listen(target: string | ListenOptions, connectionListener?: (cha
   const backlog = opts.backlog === undefined ? 511 : validateInteger('target.backlog', opts.backlog, 0, 0x7fffffff)
   if (opts.allow !== undefined && typeof opts.allow !== 'function') throw invalidArgType('target.allow', 'a function', opts.allow)
   validateBoolean('target.refuseFds', opts.refuseFds)
+  // Before the bind: an argument error must leave no socket open and no file behind.
+  if (connectionListener !== undefined && typeof connectionListener !== 'function') {
+    throw invalidArgType('connectionListener', 'a function', connectionListener)
+  }
   const handle = binding.listen({
     path: opts.path,
     abstractName: opts.abstract === true,

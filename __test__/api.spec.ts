@@ -252,8 +252,15 @@ test.serial('Channel.fromFd refuses what is not a connected Unix socket, and lea
   t.throws(() => Channel.fromFd(tcpFd), { code: 'ERR_FDPASS_UNSUPPORTED' })
   t.notThrows(() => fstatSync(tcpFd))
   await new Promise((resolve) => tcp.close(resolve))
+  // A listening Unix socket fdpass does not own (Node's); fdpass's own is refused as owned.
+  const unix = net.createServer()
+  await new Promise<void>((resolve) => unix.listen(socketPath('listening'), resolve))
+  const unixFd = (unix as unknown as { _handle: { fd: number } })._handle.fd
+  t.throws(() => Channel.fromFd(unixFd), { code: 'ERR_INVALID_ARG_VALUE' })
+  t.notThrows(() => fstatSync(unixFd))
+  await new Promise((resolve) => unix.close(resolve))
   const server = listen(socketPath('listening'))
-  t.throws(() => Channel.fromFd(server.fd), { code: 'ERR_INVALID_ARG_VALUE' })
+  t.throws(() => Channel.fromFd(server.fd), { code: 'ERR_FDPASS_FD_OWNED' })
   t.false(server.closed)
   server.close()
   t.is(await settledFdCount(before), before)

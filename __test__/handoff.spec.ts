@@ -1,4 +1,4 @@
-import { fork, spawn } from 'node:child_process'
+import { fork, spawn, spawnSync } from 'node:child_process'
 import * as dgram from 'node:dgram'
 import { EventEmitter, once } from 'node:events'
 import { chmodSync, closeSync, existsSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs'
@@ -9,11 +9,11 @@ import { join } from 'node:path'
 
 import test, { type ExecutionContext } from 'ava'
 
-import { adoptFd } from 'fdpass'
+import { adoptFd, inheritedChannel, listen } from 'fdpass'
 import { listenFds } from 'fdpass/activation'
 import { offerListeners, takeListeners } from 'fdpass/handoff'
 
-import { AS_NOBODY, asRootAgainstNobody, fdCount, fdTable, freePort, nobodyUid, Process, settledFdCount, settledFdTable, until, withSystemd } from './helpers'
+import { AS_NOBODY, asRootAgainstNobody, fdCount, fdTable, freePort, nobodyUid, Process, settledFdCount, settledFdTable, socketPath, until, withSystemd } from './helpers'
 
 const EXAMPLE = join(__dirname, '..', '..', 'examples', 'zero-downtime')
 const PEER = join(__dirname, 'peers', 'handoff-peer.js')
@@ -440,3 +440,37 @@ asRootAgainstNobody(test.serial)(
     }
   },
 )
+
+test.serial('listenFds with a bogus LISTEN_FDS over a process’s own descriptors: ERR_FDPASS_INVALID_ACTIVATION, nothing taken, and the process lives on after GC', async (t) => {
+  // LISTEN_PID=$$ names the process the shell execs into: Node, whose own
+  // epoll, eventfd and signal pipe sit from descriptor 3 on.
+  const script = [
+    "const { readdirSync, readlinkSync } = require('node:fs')",
+    "const table = () => readdirSync('/proc/self/fd').map((fd) => { try { return `${fd} ${readlinkSync(`/proc/self/fd/${fd}`)}` } catch { return fd } }).join('\\n')",
+    'const before = table()',
+    'let code',
+    "try { require('fdpass/activation').listenFds() } catch (err) { code = err.code }",
+    'global.gc()',
+    "setTimeout(() => { global.gc(); console.log(JSON.stringify({ code, same: table() === before, alive: true })) }, 20)",
+  ].join('\n')
+  const run = spawnSync('sh', ['-c', `LISTEN_PID=$$ LISTEN_FDS=10 exec "${process.execPath}" --expose-gc -e "$0"`, script], { encoding: 'utf8', cwd: join(__dirname, '..', '..') })
+  t.is(run.status, 0, run.stderr)
+  t.deepEqual(JSON.parse(run.stdout.trim()), { code: 'ERR_FDPASS_INVALID_ACTIVATION', same: true, alive: true })
+})
+
+test.serial('small ones: FDPASS_FD="" names no descriptor, and listen() checks its connection listener before it binds', (t) => {
+  const table = fdTable()
+  const saved = process.env.FDPASS_FD
+  t.teardown(() => {
+    if (saved === undefined) delete process.env.FDPASS_FD
+    else process.env.FDPASS_FD = saved
+  })
+  for (const named of ['', ' 3', '3x', '-1', '1e3']) {
+    process.env.FDPASS_FD = named
+    t.throws(() => inheritedChannel(), { instanceOf: TypeError, code: 'ERR_FDPASS_NO_DESCRIPTOR' }, `FDPASS_FD=${JSON.stringify(named)}`)
+  }
+  const path = socketPath('listener-check')
+  t.throws(() => listen(path, 'not a function' as never), { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE' })
+  t.false(existsSync(path), 'no socket file was made')
+  t.deepEqual(fdTable(), table, 'no descriptor opened or closed')
+})

@@ -1,16 +1,16 @@
 // Descriptors that could reach the wrong peer or the wrong message: every
 // case runs the receiver as a real process and checks what each descriptor it
 // got refers to, and both processes' descriptor tables.
-import { closeSync, mkdtempSync, openSync, writeFileSync } from 'node:fs'
+import { closeSync, fstatSync, mkdtempSync, openSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
 
 import test, { type ExecutionContext } from 'ava'
 
-import { closeAll, socketPair, spawnWithChannel, type Channel } from 'fdpass'
+import { adoptFd, Channel, closeAll, listen, socketPair, spawnWithChannel } from 'fdpass'
 
-import { fdCount, fdTable, onlyOn, Process, settledFdCount, type Line } from './helpers'
+import { fdCount, fdTable, onlyOn, Process, settledFdCount, socketPath, type Line } from './helpers'
 
 const HOSTILE = join(__dirname, 'peers', 'hostile.js')
 
@@ -75,5 +75,58 @@ onlyOn(test.serial, ['linux'], 'the reporter names descriptors through /proc/sel
   here.close()
   there.close()
   closeSync(secret)
+  t.is(await settledFdCount(before), before, 'this process ends at its descriptor baseline')
+})
+
+// The reporter names descriptors through procfs.
+onlyOn(test.serial, ['linux'], 'the reporter names descriptors through /proc/self/fd')('one owner per descriptor: a number a Channel, Server or ReceivedFd owns cannot be adopted or moved by number, and a move by both number and object releases the object', async (t) => {
+  const before = fdCount()
+  const { peer, channel } = reporter(t)
+  const [a, b] = socketPair()
+  const server = listen(socketPath('owned'))
+  const received = await (async () => {
+    await a.send({ data: 'a file', fds: [openSync(secretFile(), 'r')], move: true })
+    return (await b.recv()).fds[0]!
+  })()
+  const tableBefore = fdTable()
+  for (const [what, fd] of [['a Channel', a.fd], ['a Server', server.fd], ['a ReceivedFd', received.fd]] as const) {
+    t.throws(() => adoptFd(fd), { code: 'ERR_FDPASS_FD_OWNED', message: new RegExp(`owned by ${what}`) }, `adoptFd of ${what}'s number`)
+    t.throws(() => Channel.fromFd(fd), { code: 'ERR_FDPASS_FD_OWNED' }, `Channel.fromFd of ${what}'s number`)
+    t.throws(() => channel.send({ data: 'x', fds: [fd], move: true }), { code: 'ERR_FDPASS_FD_OWNED' }, `moving ${what}'s number`)
+  }
+  t.deepEqual(fdTable(), tableBefore, 'nothing opened, closed or replaced')
+  await a.send({ data: 'a still works' })
+  t.is((await b.recv()).data.toString(), 'a still works')
+
+  // A number fdpass does not own may be adopted once, not twice.
+  const [x, y] = socketPair()
+  await a.send({ data: 'a socket', fds: [y.fd] })
+  y.close()
+  const taken = (await b.recv()).fds[0]!.take()
+  const adopted = Channel.fromFd(taken)
+  t.throws(() => Channel.fromFd(taken), { code: 'ERR_FDPASS_FD_OWNED', message: /owned by a Channel/ })
+  t.throws(() => adoptFd(taken), { code: 'ERR_FDPASS_FD_OWNED' })
+  await x.send({ data: 'through the adopted end' })
+  t.is((await adopted.recv()).data.toString(), 'through the adopted end')
+  adopted.close()
+  x.close()
+
+  // Moved as both number and object: sent once, the ReceivedFd released, the number closed once.
+  const number = received.fd
+  await channel.send({ data: 'moved twice over', fds: [number, received], move: true })
+  t.true(received.released, 'the ReceivedFd gave its descriptor up')
+  const reused = openSync('/dev/null', 'r')
+  t.is(reused, number, 'the number is free again')
+  channel.close()
+  const line = await peer.within(peer.line((l) => 'data' in l))
+  t.is(line.data, 'moved twice over')
+  t.is((line.fds as string[]).length, 2, 'the peer got the descriptor under both entries')
+  await peer.within(peer.line((l) => 'ended' in l))
+  await new Promise((resolve) => setImmediate(resolve))
+  t.notThrows(() => fstatSync(reused), 'nothing closed the reused number afterwards')
+  closeSync(reused)
+  a.close()
+  b.close()
+  server.close()
   t.is(await settledFdCount(before), before, 'this process ends at its descriptor baseline')
 })

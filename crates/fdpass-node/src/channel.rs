@@ -6,6 +6,7 @@ use napi_derive::napi;
 
 use crate::error::OrThrow;
 use crate::reactor::{Reactor, WatchSlot};
+use crate::registry::Owner;
 use crate::{closed_error, SocketType};
 
 /// Payloads up to this size are copied into memory V8 owns. Larger ones are
@@ -25,7 +26,9 @@ pub struct NativeChannel {
 }
 
 impl NativeChannel {
+    /// Wraps a channel whose socket nobody else in fdpass owns, and records it.
     pub fn wrap(channel: Channel) -> NativeChannel {
+        crate::registry::own_socket(channel.as_raw_fd(), Owner::Channel);
         NativeChannel {
             watch: WatchSlot::default(),
             socket_type: channel.socket_type().into(),
@@ -193,6 +196,7 @@ impl NativeChannel {
     pub fn refuse(&mut self) {
         self.watch.clear();
         if let Some(channel) = self.channel.take() {
+            crate::registry::disown_socket(channel.as_raw_fd(), Owner::Channel);
             channel.refuse();
         }
     }
@@ -202,7 +206,9 @@ impl NativeChannel {
     #[napi]
     pub fn close(&mut self) {
         self.watch.clear();
-        self.channel = None;
+        if let Some(channel) = self.channel.take() {
+            crate::registry::disown_socket(channel.as_raw_fd(), Owner::Channel);
+        }
     }
 }
 

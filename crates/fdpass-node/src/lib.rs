@@ -113,13 +113,26 @@ pub fn socket_pair(
     Ok(vec![NativeChannel::wrap(a), NativeChannel::wrap(b)])
 }
 
-/// Takes over a connected Unix socket by number. On error the number is left
-/// open and still the caller's.
+/// Takes over a connected Unix socket by number. `held`: the number is a
+/// ReceivedFd's of this thread, which hands it over; otherwise fdpass must
+/// not own it at all (ERR_FDPASS_FD_OWNED). On error the number is left open
+/// and with its owner.
 #[napi]
-pub fn adopt_channel(env: &Env, fd: i32, mode: ChannelMode) -> Result<NativeChannel> {
+pub fn adopt_channel(env: &Env, fd: i32, mode: ChannelMode, held: bool) -> Result<NativeChannel> {
+    match registry::owner_of(fd) {
+        Some(owner) if held && owner == registry::held_here() => {}
+        Some(owner) => return Err(registry::owned_error(env, fd, owner)),
+        None if held => {
+            let message = format!("descriptor {fd} is not held by a ReceivedFd here");
+            return Err(error::to_js(env, fdpass::Error::InvalidArgument(message)));
+        }
+        None => {}
+    }
     let channel = Channel::adopt_raw(fd, mode.into()).or_throw(env)?;
     Ok(NativeChannel::wrap(channel))
 }
+
+pub use registry::fd_owner;
 
 /// What `listen` needs, as the facade validated it.
 #[napi(object)]
@@ -166,9 +179,13 @@ pub fn connect(
     Ok(NativeChannel::wrap(channel))
 }
 
-/// Closes a descriptor this process owns (EBADF if it is not open).
+/// Closes a descriptor the caller owns (EBADF if it is not open); refuses
+/// one fdpass owns (ERR_FDPASS_FD_OWNED): its owner closes it.
 #[napi]
 pub fn close_fd(env: &Env, fd: i32) -> Result<()> {
+    if let Some(owner) = registry::owner_of(fd) {
+        return Err(registry::owned_error(env, fd, owner));
+    }
     fdpass::sys::close_raw(fd).or_throw(env)
 }
 

@@ -8,6 +8,7 @@ use crate::channel::NativeChannel;
 use crate::closed_error;
 use crate::error::OrThrow;
 use crate::reactor::{Reactor, WatchSlot};
+use crate::registry::Owner;
 
 /// A listening socket; accepted connections become channels.
 #[napi]
@@ -20,6 +21,7 @@ pub struct NativeListener {
 
 impl NativeListener {
     pub fn wrap(listener: Listener, mode: Mode) -> NativeListener {
+        crate::registry::own_socket(listener.as_raw_fd(), Owner::Server);
         NativeListener {
             watch: WatchSlot::default(),
             listener: Some(listener),
@@ -55,6 +57,8 @@ impl NativeListener {
     #[napi]
     pub fn close(&mut self) {
         self.watch.clear();
-        self.listener = None;
+        if let Some(listener) = self.listener.take() {
+            crate::registry::disown_socket(listener.as_raw_fd(), Owner::Server);
+        }
     }
 }

@@ -1,86 +1,104 @@
-//! Received descriptors JavaScript holds but has not claimed, so that what
-//! is left when a JavaScript environment ends (a worker exits or is
-//! terminated) is closed, which a `FinalizationRegistry` never gets to do.
+//! The one registry of every descriptor fdpass owns in this process: the
+//! sockets of channels and servers, and received descriptors JavaScript
+//! holds but has not claimed. It refuses a second owner for a number (two
+//! owners would each close it, the second closing whatever reused the
+//! number), and closes what is left when a JavaScript environment ends (a
+//! worker exits or is terminated), which a `FinalizationRegistry` never
+//! gets to do.
 //!
-//! Held per thread, because Node runs each environment (the main one, each
-//! worker) on a thread of its own, and reached through plain functions: a
-//! call on a class instance costs several times more in napi-rs (type-tag
-//! check, borrow tracking), and closing a descriptor is the hottest call a
-//! receiver makes.
+//! Process-wide, because descriptor numbers are: a worker must not adopt a
+//! number the main thread's channel owns. Received descriptors are held for
+//! the thread (environment) that received them, which closes them at its
+//! teardown. Reached through plain functions: a call on a class instance
+//! costs several times more in napi-rs (type-tag check, borrow tracking),
+//! and closing a descriptor is the hottest call a receiver makes.
 
-use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
+use std::thread::ThreadId;
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
 use crate::error::OrThrow;
 
-/// One bit per descriptor number. Numbers are allocated lowest first, so the
-/// set is no longer than the process's peak descriptor count, in bits.
-#[derive(Default)]
-struct HeldSet {
-    bits: Vec<u64>,
-    count: usize,
+/// Who owns a descriptor number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// A received (or adopted) descriptor JavaScript holds, in this thread's environment.
+    Held(ThreadId),
+    /// A channel's socket.
+    Channel,
+    /// A server's listening socket.
+    Server,
 }
 
-impl HeldSet {
-    /// Adds `fd`; false if it was there already (or is negative).
-    fn insert(&mut self, fd: i32) -> bool {
-        let Ok(fd) = usize::try_from(fd) else {
-            return false;
-        };
-        let (word, bit) = (fd / 64, 1u64 << (fd % 64));
-        if word >= self.bits.len() {
-            self.bits.resize(word + 1, 0);
+impl Owner {
+    fn name(self) -> &'static str {
+        match self {
+            Owner::Held(_) => "a ReceivedFd",
+            Owner::Channel => "a Channel",
+            Owner::Server => "a Server",
         }
-        if self.bits[word] & bit != 0 {
-            return false;
-        }
-        self.bits[word] |= bit;
-        self.count += 1;
-        true
-    }
-
-    fn remove(&mut self, fd: i32) -> bool {
-        let Ok(fd) = usize::try_from(fd) else {
-            return false;
-        };
-        let (word, bit) = (fd / 64, 1u64 << (fd % 64));
-        match self.bits.get_mut(word) {
-            Some(w) if *w & bit != 0 => {
-                *w &= !bit;
-                self.count -= 1;
-                true
-            }
-            _ => false,
-        }
-    }
-
-    fn drain(&mut self) -> Vec<i32> {
-        let mut fds = Vec::with_capacity(self.count);
-        for (word, bits) in self.bits.iter().enumerate() {
-            for bit in 0..64 {
-                if bits & (1 << bit) != 0 {
-                    fds.push((word * 64 + bit) as i32);
-                }
-            }
-        }
-        *self = HeldSet::default();
-        fds
     }
 }
 
-thread_local! {
-    static HELD: RefCell<HeldSet> = RefCell::new(HeldSet::default());
+static OWNERS: LazyLock<Mutex<HashMap<i32, Owner>>> = LazyLock::new(Default::default);
+
+fn owners() -> MutexGuard<'static, HashMap<i32, Owner>> {
+    OWNERS.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Takes ownership of received descriptors on behalf of JavaScript.
+/// The owner received descriptors of this thread's environment have.
+pub(crate) fn held_here() -> Owner {
+    Owner::Held(std::thread::current().id())
+}
+
+/// The error for a number fdpass owns already.
+pub(crate) fn owned_error(env: &Env, fd: i32, owner: Owner) -> Error {
+    crate::error::to_js(
+        env,
+        fdpass::Error::FdOwned {
+            fd,
+            owner: owner.name(),
+        },
+    )
+}
+
+/// Who owns `fd`, if fdpass does.
+pub(crate) fn owner_of(fd: i32) -> Option<Owner> {
+    owners().get(&fd).copied()
+}
+
+/// Records a socket a channel or server has just taken (from the kernel, or
+/// adopted after [`owner_of`] said nobody here owned it).
+pub(crate) fn own_socket(fd: i32, owner: Owner) {
+    owners().insert(fd, owner);
+}
+
+/// Forgets a socket its channel or server is about to close.
+pub(crate) fn disown_socket(fd: i32, owner: Owner) {
+    let mut owners = owners();
+    if owners.get(&fd) == Some(&owner) {
+        owners.remove(&fd);
+    }
+}
+
+/// Who owns `fd` in fdpass ("a Channel", "a Server", "a ReceivedFd"), or null.
+#[napi]
+pub fn fd_owner(fd: i32) -> Option<&'static str> {
+    owner_of(fd).map(Owner::name)
+}
+
+/// Takes ownership of received descriptors on behalf of JavaScript. The
+/// kernel just installed them, so any entry left under their numbers is
+/// stale (its descriptor was closed behind fdpass's back) and is replaced.
 pub(crate) fn hold(fds: impl IntoIterator<Item = i32>) {
-    HELD.with_borrow_mut(|held| {
-        for fd in fds {
-            held.insert(fd);
-        }
-    });
+    let owner = held_here();
+    let mut owners = owners();
+    for fd in fds {
+        owners.insert(fd, owner);
+    }
 }
 
 /// Closes what this thread's environment still holds when it ends. The facade
@@ -88,7 +106,16 @@ pub(crate) fn hold(fds: impl IntoIterator<Item = i32>) {
 #[napi]
 pub fn close_held_at_teardown(env: Env) -> Result<()> {
     env.add_env_cleanup_hook((), |()| {
-        for fd in HELD.with_borrow_mut(HeldSet::drain) {
+        let owner = held_here();
+        let mut closing = Vec::new();
+        owners().retain(|&fd, o| {
+            let mine = *o == owner;
+            if mine {
+                closing.push(fd);
+            }
+            !mine
+        });
+        for fd in closing {
             let _ = fdpass::sys::close_raw(fd);
         }
     })?;
@@ -98,19 +125,30 @@ pub fn close_held_at_teardown(env: Env) -> Result<()> {
 /// Takes a descriptor this process already has (inherited at exec, say) into
 /// JavaScript's keeping, as if received: close-on-exec is set on it first, as
 /// on every received one, so this process's own children do not inherit it.
-/// Returns false, changing nothing, when it is held already: two owners would
-/// each close it, the second closing whatever reused the number.
+/// Throws ERR_FDPASS_FD_OWNED, changing nothing, when fdpass owns it
+/// already (a channel's or server's socket, or a ReceivedFd's).
 #[napi]
-pub fn hold_inherited(env: &Env, fd: i32) -> Result<bool> {
+pub fn hold_inherited(env: &Env, fd: i32) -> Result<()> {
+    fdpass::sys::check_open(fd).or_throw(env)?;
+    let mut owners = owners();
+    if let Some(&owner) = owners.get(&fd) {
+        return Err(owned_error(env, fd, owner));
+    }
     fdpass::sys::with_raw(fd, |borrowed| fdpass::sys::set_cloexec(borrowed, "fcntl"))
         .or_throw(env)?;
-    Ok(HELD.with_borrow_mut(|held| held.insert(fd)))
+    owners.insert(fd, held_here());
+    Ok(())
 }
 
 /// Hands `fd` over to the caller; it is no longer closed at teardown.
 #[napi]
 pub fn release_held(fd: i32) -> bool {
-    HELD.with_borrow_mut(|held| held.remove(fd))
+    let mut owners = owners();
+    if owners.get(&fd) == Some(&held_here()) {
+        owners.remove(&fd);
+        return true;
+    }
+    false
 }
 
 /// Closes a held descriptor. Returns false if it was not held.
@@ -128,33 +166,22 @@ pub fn close_held(env: &Env, fd: i32) -> Result<bool> {
 /// reports the first failure.
 #[napi]
 pub fn close_held_many(env: &Env, fds: &[i32], count: u32) -> Result<()> {
-    let mut first_error = None;
-    for &fd in fds.iter().take(count as usize) {
-        if release_held(fd) {
-            if let Err(e) = fdpass::sys::close_raw(fd) {
-                first_error.get_or_insert(e);
+    let owner = held_here();
+    let mut releasing = Vec::with_capacity(count as usize);
+    {
+        let mut owners = owners();
+        for &fd in fds.iter().take(count as usize) {
+            if owners.get(&fd) == Some(&owner) {
+                owners.remove(&fd);
+                releasing.push(fd);
             }
         }
     }
-    first_error.map_or(Ok(()), |e| Err(e).or_throw(env))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::HeldSet;
-
-    #[test]
-    fn held_set_counts_each_number_once_and_drains_all() {
-        let mut set = HeldSet::default();
-        for fd in [3, 64, 200, 3, -1] {
-            set.insert(fd);
+    let mut first_error = None;
+    for fd in releasing {
+        if let Err(e) = fdpass::sys::close_raw(fd) {
+            first_error.get_or_insert(e);
         }
-        assert_eq!(set.count, 3);
-        assert!(set.remove(64));
-        assert!(!set.remove(64));
-        assert!(!set.remove(100_000));
-        assert!(!set.remove(-1));
-        assert_eq!(set.drain(), vec![3, 200]);
-        assert_eq!(set.count, 0);
     }
+    first_error.map_or(Ok(()), |e| Err(e).or_throw(env))
 }

@@ -66,6 +66,12 @@ pub enum Error {
 
     #[error("{0}")]
     InvalidArgument(String),
+
+    #[error(
+        "descriptor {fd} is owned by {owner} already; a second owner would close it twice \
+         (the second time, whatever reused the number)"
+    )]
+    FdOwned { fd: i32, owner: &'static str },
 }
 
 impl Error {
@@ -90,6 +96,7 @@ impl Error {
             Error::Unsupported(_) => "ERR_FDPASS_UNSUPPORTED",
             Error::TooManyInFlight => "ETOOMANYREFS",
             Error::InvalidArgument(_) => "ERR_INVALID_ARG_VALUE",
+            Error::FdOwned { .. } => "ERR_FDPASS_FD_OWNED",
         }
     }
 
@@ -114,6 +121,7 @@ impl Error {
                 | Error::DescriptorsDropped { .. }
                 | Error::MessageTooLarge { .. }
                 | Error::InvalidArgument(_)
+                | Error::FdOwned { .. }
                 | Error::TooManyInFlight
         ) || matches!(self, Error::Sys { errno, .. } if *errno == Errno::EBADF)
     }

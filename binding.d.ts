@@ -31,6 +31,11 @@ export declare class NativeChannel {
   flush(): number
   get hasQueued(): boolean
   /**
+   * Whether part of a message is held and the rest has not come (see
+   * `Channel::receiving_message`); false once closed.
+   */
+  get receivingMessage(): boolean
+  /**
    * The next message, or null when none is ready (see
    * `Channel::try_recv_paced`: judged by these limits, and the kernel is
    * never given room for more descriptors than they accept). In one

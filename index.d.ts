@@ -64,7 +64,8 @@ export interface RecvOptions {
      */
     maxFds?: number;
     /**
-     * Framed mode: most payload bytes accepted (default 64 MiB). Raw mode: the
+     * Framed mode: most payload bytes accepted (default 4 MiB, gRPC's receive
+     * limit; raise it for larger messages). Raw mode: the
      * receive buffer (default 64 KiB); a longer datagram or record rejects with
      * `ERR_FDPASS_MESSAGE_TRUNCATED`.
      */
@@ -77,6 +78,15 @@ export interface Message {
 export interface ChannelOptions {
     /** `'framed'` (default) or `'raw'`; both ends must agree. */
     framing?: Framing;
+    /**
+     * Most milliseconds a peer may take to finish a message it has begun (as
+     * `http.Server`'s `headersTimeout`): once part of a message is here, the
+     * rest must follow within it, or the pending receive rejects with
+     * `ERR_FDPASS_MESSAGE_TIMEOUT`, what arrived of it is dropped and its
+     * descriptors closed, and the channel closes. 0: no limit. Default: 0,
+     * and 60,000 for the channels a {@link Server} accepts.
+     */
+    messageTimeout?: number;
 }
 export interface ConnectOptions extends ChannelOptions {
     path: string;

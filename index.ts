@@ -145,7 +145,8 @@ export interface RecvOptions {
    */
   maxFds?: number
   /**
-   * Framed mode: most payload bytes accepted (default 64 MiB). Raw mode: the
+   * Framed mode: most payload bytes accepted (default 4 MiB, gRPC's receive
+   * limit; raise it for larger messages). Raw mode: the
    * receive buffer (default 64 KiB); a longer datagram or record rejects with
    * `ERR_FDPASS_MESSAGE_TRUNCATED`.
    */
@@ -160,6 +161,24 @@ export interface Message {
 export interface ChannelOptions {
   /** `'framed'` (default) or `'raw'`; both ends must agree. */
   framing?: Framing
+  /**
+   * Most milliseconds a peer may take to finish a message it has begun (as
+   * `http.Server`'s `headersTimeout`): once part of a message is here, the
+   * rest must follow within it, or the pending receive rejects with
+   * `ERR_FDPASS_MESSAGE_TIMEOUT`, what arrived of it is dropped and its
+   * descriptors closed, and the channel closes. 0: no limit. Default: 0,
+   * and 60,000 for the channels a {@link Server} accepts.
+   */
+  messageTimeout?: number
+}
+
+/** The default {@link ChannelOptions.messageTimeout} of accepted channels, as `http.Server`'s `headersTimeout`. */
+const SERVER_MESSAGE_TIMEOUT_MS = 60_000
+/** Most a timer takes (setTimeout's limit, about 24.8 days). */
+const MAX_TIMEOUT_MS = 0x7fffffff
+
+function normaliseMessageTimeout(name: string, value: unknown, fallback: number): number {
+  return value === undefined ? fallback : validateInteger(name, value, 0, MAX_TIMEOUT_MS)
 }
 
 export interface ConnectOptions extends ChannelOptions {
@@ -225,7 +244,7 @@ export interface SocketPairOptions extends ChannelOptions {
 export const limits: Readonly<{ maxFdsPerMessage: number; hasSeqpacket: boolean; hasAbstractNames: boolean; canRefuseFds: boolean }> =
   Object.freeze(binding.platformLimits())
 
-const DEFAULT_MAX_BYTES = { framed: 64 * 1024 * 1024, raw: 64 * 1024 } as const
+const DEFAULT_MAX_BYTES = { framed: 4 * 1024 * 1024, raw: 64 * 1024 } as const
 const MAX_FD_NUMBER = 0x7fffffff
 
 // ---------------------------------------------------------------------------
@@ -826,8 +845,10 @@ function withinLimits(message: Message, maxFds: number, maxBytes: number): Messa
  */
 function adoptChannel(fd: number, options: ChannelOptions, held: boolean): Channel {
   validateInteger('fd', fd, 0, MAX_FD_NUMBER)
-  const framing = normaliseFraming(validateObject<ChannelOptions>('options', options).framing)
-  return new Channel(binding.adoptChannel(fd, framing as native.ChannelMode, held), framing)
+  const opts = validateObject<ChannelOptions>('options', options)
+  const framing = normaliseFraming(opts.framing)
+  const messageTimeout = normaliseMessageTimeout('options.messageTimeout', opts.messageTimeout, 0)
+  return new Channel(binding.adoptChannel(fd, framing as native.ChannelMode, held), framing, messageTimeout)
 }
 
 /**
@@ -845,11 +866,15 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
   readonly #watch: Watch
   #ended = false
   #peer: PeerCredentials | undefined
+  readonly #messageTimeout: number
+  /** Runs while part of a message is held: the peer's time to finish it. */
+  #messageTimer: NodeJS.Timeout | undefined
 
   /** @internal Use {@link connect}, {@link listen}, {@link socketPair} or {@link Channel.fromFd}. */
-  constructor(handle: native.NativeChannel, framing: Framing) {
+  constructor(handle: native.NativeChannel, framing: Framing, messageTimeout = 0) {
     super()
     this.#native = handle
+    this.#messageTimeout = messageTimeout
     this.framing = framing
     this.type = handle.socketType
     this.#watch = new Watch(
@@ -1017,6 +1042,7 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
     this.#native = null
     handle.close()
     this.#watch.forget()
+    clearTimeout(this.#messageTimer)
     for (const message of this.#ready.splice(0)) closeAll(message.fds)
     const err = closedError('channel')
     for (const pending of this.#receives.splice(0)) this.#settleReceive(pending, err)
@@ -1094,10 +1120,35 @@ export class Channel extends EventEmitter implements AsyncIterable<Message>, Dis
         }
         continue
       }
+      this.#timeIncomplete(handle)
       if (packed === null) return
       // Every message came within this receive's limits; the first is its answer.
       this.#ready.push(...unpackMessages(packed))
     }
+  }
+
+  /** Starts the peer's clock when part of a message is held, and stops it when none is. */
+  #timeIncomplete(handle: native.NativeChannel): void {
+    if (this.#messageTimeout === 0) return
+    if (!handle.receivingMessage) {
+      clearTimeout(this.#messageTimer)
+      this.#messageTimer = undefined
+    } else if (this.#messageTimer === undefined) {
+      this.#messageTimer = setTimeout(() => this.#expire(), this.#messageTimeout)
+      this.#messageTimer.unref()
+    }
+  }
+
+  /** The peer did not finish its message in time: what came of it is dropped, and the channel closes. */
+  #expire(): void {
+    const err = makeError(
+      Error,
+      'ERR_FDPASS_MESSAGE_TIMEOUT',
+      `the peer did not finish a message within ${this.#messageTimeout} ms (messageTimeout); what arrived of it was dropped, its descriptors closed, and the channel closed`,
+    )
+    for (const pending of this.#receives.splice(0)) this.#settleReceive(pending, err)
+    this.emit('timeout')
+    this.close()
   }
 
   #abortReceive(pending: PendingRecv): void {
@@ -1135,8 +1186,9 @@ export function socketPair(options: SocketPairOptions = {}): [Channel, Channel] 
   const opts = validateObject<SocketPairOptions>('options', options)
   const type = normaliseType('type', opts.type, true)
   const framing = normaliseFraming(opts.framing)
+  const messageTimeout = normaliseMessageTimeout('options.messageTimeout', opts.messageTimeout, 0)
   const [a, b] = binding.socketPair(type as native.SocketType, framing as native.ChannelMode)
-  return [new Channel(a, framing), new Channel(b, framing)]
+  return [new Channel(a, framing, messageTimeout), new Channel(b, framing, messageTimeout)]
 }
 
 /** Options of {@link spawnWithChannel}: `spawn`'s, plus where the channel goes. */
@@ -1167,8 +1219,8 @@ export function spawnWithChannel(
   if (!Array.isArray(args)) throw invalidArgType('args', 'an array of strings', args)
   const opts = validateObject<SpawnWithChannelOptions>('options', options)
   const at = opts.fd === undefined ? 3 : validateInteger('options.fd', opts.fd, 0, 1024)
-  const { fd: _fd, type, framing, stdio, env, ...spawnOptions } = opts
-  const [mine, theirs] = socketPair({ type, framing })
+  const { fd: _fd, type, framing, messageTimeout, stdio, env, ...spawnOptions } = opts
+  const [mine, theirs] = socketPair({ type, framing, messageTimeout })
   try {
     // Other programs expect a descriptor they inherit to block, as stdio
     // does; the flag is the child's end's own (a socket pair's ends are
@@ -1237,6 +1289,7 @@ export function connect(target: string | ConnectOptions): Promise<Channel> {
   const opts = addressOptions<ConnectOptions>('target', target)
   const type = normaliseType('type', opts.type, false)
   const framing = normaliseFraming(opts.framing)
+  const messageTimeout = normaliseMessageTimeout('target.messageTimeout', opts.messageTimeout, 0)
   const signal = validateSignal('target.signal', opts.signal)
   if (signal?.aborted) return Promise.reject(abortError(signal))
   let handle: native.NativeChannel
@@ -1245,10 +1298,10 @@ export function connect(target: string | ConnectOptions): Promise<Channel> {
   } catch (err) {
     return Promise.reject(err)
   }
-  return completeConnect(handle, framing, signal)
+  return completeConnect(handle, framing, messageTimeout, signal)
 }
 
-async function completeConnect(handle: native.NativeChannel, framing: Framing, signal: AbortSignal | undefined): Promise<Channel> {
+async function completeConnect(handle: native.NativeChannel, framing: Framing, messageTimeout: number, signal: AbortSignal | undefined): Promise<Channel> {
   // Unix connects complete at once unless the listener's backlog is full; then
   // Linux says EAGAIN and only a new connect call tells, so retry with backoff.
   let backoff = 1
@@ -1262,7 +1315,7 @@ async function completeConnect(handle: native.NativeChannel, framing: Framing, s
     handle.close()
     throw err
   }
-  return new Channel(handle, framing)
+  return new Channel(handle, framing, messageTimeout)
 }
 
 /** Accept errors that a retry cannot fix until descriptors are freed. */
@@ -1285,11 +1338,13 @@ export class Server extends EventEmitter implements AsyncIterable<Channel>, Disp
   #retry: NodeJS.Timeout | undefined
 
   readonly #allow: ((peer: PeerCredentials) => boolean) | undefined
+  readonly #messageTimeout: number
 
   /** @internal Use {@link listen}. */
-  constructor(handle: native.NativeListener, path: string, abstract: boolean, framing: Framing, allow?: (peer: PeerCredentials) => boolean) {
+  constructor(handle: native.NativeListener, path: string, abstract: boolean, framing: Framing, messageTimeout: number, allow?: (peer: PeerCredentials) => boolean) {
     super()
     this.#native = handle
+    this.#messageTimeout = messageTimeout
     this.#allow = allow
     this.path = path
     this.abstract = abstract
@@ -1343,7 +1398,7 @@ export class Server extends EventEmitter implements AsyncIterable<Channel>, Disp
       }
       if (handle === null) break
       if (!this.#admits(handle)) continue
-      const channel = new Channel(handle, this.framing)
+      const channel = new Channel(handle, this.framing, this.#messageTimeout)
       const taker = this.#takers.shift()
       if (taker) taker.resolve({ value: channel, done: false })
       else this.emit('connection', channel)
@@ -1430,6 +1485,7 @@ export function listen(target: string | ListenOptions, connectionListener?: (cha
   const backlog = opts.backlog === undefined ? 511 : validateInteger('target.backlog', opts.backlog, 0, 0x7fffffff)
   if (opts.allow !== undefined && typeof opts.allow !== 'function') throw invalidArgType('target.allow', 'a function', opts.allow)
   validateBoolean('target.refuseFds', opts.refuseFds)
+  const messageTimeout = normaliseMessageTimeout('target.messageTimeout', opts.messageTimeout, SERVER_MESSAGE_TIMEOUT_MS)
   // Before the bind: an argument error must leave no socket open and no file behind.
   if (connectionListener !== undefined && typeof connectionListener !== 'function') {
     throw invalidArgType('connectionListener', 'a function', connectionListener)
@@ -1443,7 +1499,7 @@ export function listen(target: string | ListenOptions, connectionListener?: (cha
     mode: framing as native.ChannelMode,
     acceptFds: opts.refuseFds !== true,
   })
-  const server = new Server(handle, opts.path, opts.abstract === true, framing, opts.allow)
+  const server = new Server(handle, opts.path, opts.abstract === true, framing, messageTimeout, opts.allow)
   if (connectionListener) server.on('connection', connectionListener)
   return server
 }

@@ -24,12 +24,13 @@ interface Started {
  * front of node (to lower a limit or drop privileges). Teardown kills the
  * peer and closes the channel if the case did not.
  */
-function start(t: ExecutionContext, role: string, args: string[] = [], options: { wrapper?: string[]; type?: SocketType } = {}): Started {
+function start(t: ExecutionContext, role: string, args: string[] = [], options: { wrapper?: string[]; type?: SocketType; messageTimeout?: number } = {}): Started {
   const before = fdCount()
   const [command, ...prefix] = [...(options.wrapper ?? []), process.execPath]
   const { child, channel } = spawnWithChannel(command as string, [...prefix, HOSTILE, role, ...args], {
     stdio: ['pipe', 'pipe', 'pipe'],
     type: options.type,
+    messageTimeout: options.messageTimeout,
   })
   const peer = new Process(child)
   t.teardown(() => {
@@ -380,4 +381,40 @@ onlyOn(test.serial, ['linux'], 'a receive whose descriptors do not fit fails who
   const result = await peer.within(peer.line((l) => 'delivered' in l))
   t.deepEqual(result, { delivered: 30, lost: [] })
   await finish(t, started)
+})
+
+asRootAgainstNobody(test.serial)('eight connections run as nobody each stop in the middle of a message just under the 4 MiB default: messageTimeout drops each, closes its descriptor and the channel', async (t) => {
+  const announce = 4 * 1024 * 1024 - 1
+  const send = 1024 * 1024
+  const before = fdCount()
+  const rssBefore = process.memoryUsage().rss
+  const attackers = Array.from({ length: 8 }, () => start(t, 'stall-mid-message', [String(announce), String(send)], { wrapper: [...AS_NOBODY], messageTimeout: 1000 }))
+  const receives = attackers.map(({ peer, channel }) => peer.within(channel.recv()))
+  for (const receive of receives) receive.catch(() => undefined) // each is checked below, in turn
+  for (const { peer } of attackers) await peer.within(peer.line((l) => 'sent' in l))
+  const timedOut = attackers.map(({ channel }) => new Promise((resolve) => channel.once('timeout', resolve)))
+  for (const receive of receives) {
+    const err = await t.throwsAsync(receive, { code: 'ERR_FDPASS_MESSAGE_TIMEOUT' })
+    t.regex(err?.message ?? '', /within 1000 ms/)
+  }
+  await Promise.all(timedOut)
+  t.log(`RSS ${((process.memoryUsage().rss - rssBefore) / 2 ** 20).toFixed(1)} MiB over the start once the eight partial messages (${(8 * send) / 2 ** 20} MiB) were dropped`)
+  for (const { channel } of attackers) t.true(channel.closed, 'the channel closed with the message it could not finish')
+  for (const { peer, channel } of attackers) {
+    channel.close()
+    peer.child.kill('SIGKILL')
+    await peer.exited
+  }
+  t.is(await settledFdCount(before), before, 'this process ends at its descriptor baseline: the partial messages’ descriptors were closed')
+})
+
+test.serial('a message over the 4 MiB default is refused from its header and discarded as it arrives; the next message arrives', async (t) => {
+  const announce = 5 * 1024 * 1024
+  const started = start(t, 'stall-mid-message', [String(announce), String(announce)])
+  const { peer, channel } = started
+  const err = await t.throwsAsync(peer.within(channel.recv()), { code: 'ERR_FDPASS_MESSAGE_TOO_LARGE' })
+  t.regex(err?.message ?? '', /exceeds the limit of 4194304 bytes/)
+  t.is((await peer.within(channel.recv())).data.toString(), 'after')
+  peer.child.kill('SIGKILL')
+  await finish(t, started, null)
 })

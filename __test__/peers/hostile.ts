@@ -206,6 +206,19 @@ const roles: Record<string, (channel: Channel, args: string[]) => Promise<void>>
     closeSync(one)
   },
 
+  /**
+   * A frame header announcing `announce` payload bytes, then `send` of them
+   * (and a descriptor on the header), then it waits to be killed; with
+   * `send` equal to `announce`, then a message after it.
+   */
+  async 'stall-mid-message'(channel, [announce, send]) {
+    await channel.send({ data: frameHeader(1, Number(announce)), fds: devNulls(1), move: true })
+    for (let sent = 0; sent < Number(send); sent += 64 * 1024) await channel.send({ data: Buffer.alloc(Math.min(64 * 1024, Number(send) - sent), 7) })
+    if (send === announce) await channel.send({ data: Buffer.concat([frameHeader(0, 5), Buffer.from('after')]) })
+    report({ sent: Number(send) })
+    setInterval(() => channel.fd, 1000) // stay, holding the channel (referenced: GC would close it), until killed
+  },
+
   /** Its own socket on one byte that can start no frame, then it exits. */
   async 'junk-with-itself'(channel) {
     const inode = socketInode(channel.fd)
@@ -313,7 +326,7 @@ const roles: Record<string, (channel: Channel, args: string[]) => Promise<void>>
 }
 
 /** Roles that write frames by hand (or no frames at all). */
-const WRITES_RAW_BYTES = new Set(['flood-unframed', 'claim-more-fds', 'claim-more-bytes', 'die-mid-frame', 'stray-fds', 'hoard', 'junk-with-itself', 'raw-limits'])
+const WRITES_RAW_BYTES = new Set(['flood-unframed', 'claim-more-fds', 'claim-more-bytes', 'die-mid-frame', 'stray-fds', 'hoard', 'junk-with-itself', 'raw-limits', 'stall-mid-message'])
 
 async function main(): Promise<void> {
   const [role, ...args] = process.argv.slice(2)

@@ -107,6 +107,15 @@ impl NativeChannel {
         self.channel.as_ref().is_some_and(Channel::has_queued)
     }
 
+    /// Whether part of a message is held and the rest has not come (see
+    /// `Channel::receiving_message`); false once closed.
+    #[napi(getter)]
+    pub fn receiving_message(&self) -> bool {
+        self.channel
+            .as_ref()
+            .is_some_and(Channel::receiving_message)
+    }
+
     /// The next message, or null when none is ready (see
     /// `Channel::try_recv_paced`: judged by these limits, and the kernel is
     /// never given room for more descriptors than they accept). In one

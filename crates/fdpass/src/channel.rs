@@ -110,8 +110,10 @@ impl Default for RecvOptions {
     }
 }
 
-/// Default per-message payload cap for framed receives, and buffer for raw ones.
-pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// Default per-message payload cap for framed receives (DEFAULT_MAX_BYTES), and
+/// buffer for raw ones (DEFAULT_RAW_MAX_BYTES). 4 MiB, gRPC's default receive limit: the most payload a peer can make a
+/// framed receive hold unless the caller raises it.
+pub const DEFAULT_MAX_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_RAW_MAX_BYTES: usize = 64 * 1024;
 
 /// Result of a non-blocking send.

@@ -1320,7 +1320,9 @@ async function completeConnect(handle: native.NativeChannel, framing: Framing, m
 
 /** Accept errors that a retry cannot fix until descriptors are freed. */
 const OUT_OF_DESCRIPTORS = new Set(['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM'])
+/** The first pause after running out of descriptors; it doubles per failed retry, up to the most. */
 const ACCEPT_RETRY_MS = 100
+const ACCEPT_RETRY_MOST_MS = 5_000
 
 /**
  * A listening Unix socket. Accepted connections arrive as `'connection'`
@@ -1336,6 +1338,8 @@ export class Server extends EventEmitter implements AsyncIterable<Channel>, Disp
   readonly #watch: Watch
   /** Set while accepting pauses after running out of descriptors. */
   #retry: NodeJS.Timeout | undefined
+  /** The next pause while accepting keeps running out of descriptors; 0 outside such an episode. */
+  #backoff = 0
 
   readonly #allow: ((peer: PeerCredentials) => boolean) | undefined
   readonly #messageTimeout: number
@@ -1355,7 +1359,10 @@ export class Server extends EventEmitter implements AsyncIterable<Channel>, Disp
       () => this.#rewatch(),
     )
     this.on('newListener', (event: string) => {
-      if (event === 'connection') process.nextTick(() => this.#accept())
+      // Accepting waits for the loop to report a connection pending, as
+      // node:net does: accept4 fails with EMFILE before it looks at the
+      // queue, so an accept with nobody waiting could only fail.
+      if (event === 'connection') process.nextTick(() => this.#rewatch())
     })
     // Nobody left to take connections: stop watching, so the process may exit.
     this.on('removeListener', (event: string) => {
@@ -1382,21 +1389,17 @@ export class Server extends EventEmitter implements AsyncIterable<Channel>, Disp
       try {
         handle = this.#native.tryAccept()
       } catch (err) {
+        if (OUT_OF_DESCRIPTORS.has((err as FdpassError).code ?? '')) {
+          this.#starved(err)
+          break
+        }
         const taker = this.#takers.shift()
         if (taker) taker.reject(err)
         else this.emit('error', err)
-        if (OUT_OF_DESCRIPTORS.has((err as FdpassError).code ?? '')) {
-          // The connection stays in the backlog and would fail again at once:
-          // stop watching and try again later, as Node's own servers do.
-          this.#retry = setTimeout(() => {
-            this.#retry = undefined
-            this.#accept()
-          }, ACCEPT_RETRY_MS)
-          break
-        }
         continue
       }
       if (handle === null) break
+      this.#backoff = 0
       if (!this.#admits(handle)) continue
       const channel = new Channel(handle, this.framing, this.#messageTimeout)
       const taker = this.#takers.shift()
@@ -1404,6 +1407,27 @@ export class Server extends EventEmitter implements AsyncIterable<Channel>, Disp
       else this.emit('connection', channel)
     }
     this.#rewatch()
+  }
+
+  /**
+   * A connection waits but this process has no descriptor for it. It stays
+   * in the backlog and would fail again at once, so stop watching and try
+   * again later, doubling the pause up to 5 s. An episode (until an accept
+   * succeeds) is reported once: to an `'error'` listener if there is one,
+   * else as a process warning, so that running out of descriptors for a
+   * moment does not end a process that has no `'error'` listener.
+   */
+  #starved(err: unknown): void {
+    if (this.#backoff === 0) {
+      if (this.listenerCount('error') > 0) this.emit('error', err)
+      else process.emitWarning(`fdpass server ${this.path}: ${(err as Error).message}; retrying with backoff`, { code: (err as FdpassError).code })
+    }
+    const pause = this.#backoff === 0 ? ACCEPT_RETRY_MS : this.#backoff
+    this.#backoff = Math.min(pause * 2, ACCEPT_RETRY_MOST_MS)
+    this.#retry = setTimeout(() => {
+      this.#retry = undefined
+      this.#rewatch()
+    }, pause)
   }
 
   /** Asks the policy about a new connection; refuses (and closes) it unless admitted. */
@@ -1444,7 +1468,7 @@ export class Server extends EventEmitter implements AsyncIterable<Channel>, Disp
             return
           }
           this.#takers.push({ resolve, reject })
-          this.#accept()
+          this.#rewatch()
         }),
       return: () => {
         this.close()

@@ -6,9 +6,9 @@ import { join } from 'node:path'
 
 import test, { type ExecutionContext } from 'ava'
 
-import { closeAll, limits, socketPair, spawnWithChannel, type Channel, type SocketType } from 'fdpass'
+import { closeAll, connect, limits, socketPair, spawnWithChannel, type Channel, type SocketType } from 'fdpass'
 
-import { AS_NOBODY, asRootAgainstNobody, devNulls, fdCount, onlyOn, Process, receiveStorm, sendStorm, setSocketOption, settledFdCount, shrinkSocketBuffers, SO_PASSPIDFD, SOCKET_TYPES, socketInode, type Line } from './helpers'
+import { AS_NOBODY, asRootAgainstNobody, devNulls, fdCount, onlyOn, Process, receiveStorm, sendStorm, setSocketOption, settledFdCount, shrinkSocketBuffers, SO_PASSPIDFD, SOCKET_TYPES, socketInode, socketPath, type Line } from './helpers'
 
 const HOSTILE = join(__dirname, 'peers', 'hostile.js')
 
@@ -417,4 +417,22 @@ test.serial('a message over the 4 MiB default is refused from its header and dis
   t.is((await peer.within(channel.recv())).data.toString(), 'after')
   peer.child.kill('SIGKILL')
   await finish(t, started, null)
+})
+
+// Linux's accept4 fails with EMFILE before it looks at the queue; the test fills the table the same way everywhere.
+test.serial('a server out of descriptors: with nobody connecting it tries no accept and reports nothing; with a client waiting it reports the episode once and backs off; freed, it accepts', async (t) => {
+  const path = socketPath('starved')
+  const started = start(t, 'server-at-the-limit', [path], { wrapper: withLimit(64) })
+  const { peer } = started
+  const idle = await peer.within(peer.line((l) => 'idle' in l))
+  t.is(idle.idle, 0, 'no error while nobody connects')
+  const client = await connect(path)
+  peer.step()
+  const waiting = await peer.within(peer.line((l) => 'waiting' in l))
+  t.deepEqual(waiting.waiting, ['EMFILE'], 'one report for the episode, not one per retry')
+  const done = await peer.within(peer.line((l) => 'accepted' in l))
+  t.is(done.accepted, 1, 'the waiting client was accepted once descriptors were freed')
+  t.is(done.errors, 1)
+  client.close()
+  await finish(t, started)
 })

@@ -6,7 +6,7 @@
  */
 import { closeSync, openSync, readlinkSync } from 'node:fs'
 
-import { closeAll, inheritedChannel, socketPair, type Channel, type Message } from 'fdpass'
+import { closeAll, inheritedChannel, listen, socketPair, type Channel, type Message } from 'fdpass'
 
 import { devNulls, fdCount, receiveStorm, sendStorm, setSocketOption, shrinkSocketBuffers, socketInode, SO_PASSPIDFD } from '../helpers'
 
@@ -217,6 +217,43 @@ const roles: Record<string, (channel: Channel, args: string[]) => Promise<void>>
     if (send === announce) await channel.send({ data: Buffer.concat([frameHeader(0, 5), Buffer.from('after')]) })
     report({ sent: Number(send) })
     setInterval(() => channel.fd, 1000) // stay, holding the channel (referenced: GC would close it), until killed
+  },
+
+  /**
+   * A server whose process is out of descriptors: first with nobody
+   * connecting, then while the parent's client waits, then with descriptors
+   * freed. Reports the errors the server emitted in each phase.
+   */
+  async 'server-at-the-limit'(channel, [path]) {
+    const errors: string[] = []
+    const accepted: string[] = []
+    const server = listen(path as string, (connection) => {
+      accepted.push('connection')
+      connection.close()
+    })
+    server.on('error', (err: { code?: string }) => errors.push(err.code ?? String(err)))
+    const filler: number[] = []
+    for (;;) {
+      try {
+        filler.push(openSync('/dev/null', 'r'))
+      } catch (err) {
+        if ((err as { code?: string }).code !== 'EMFILE') throw err
+        break
+      }
+    }
+    const turns = async (n: number): Promise<void> => {
+      for (let i = 0; i < n; i++) await new Promise((resolve) => setTimeout(resolve, 10))
+    }
+    await turns(50)
+    report({ idle: errors.length })
+    await stdinLine() // the parent's client is waiting
+    await turns(150)
+    report({ waiting: [...errors] })
+    for (const fd of filler) closeSync(fd)
+    while (accepted.length === 0) await turns(1)
+    report({ accepted: accepted.length, errors: errors.length })
+    server.close()
+    channel.close()
   },
 
   /** Its own socket on one byte that can start no frame, then it exits. */

@@ -535,8 +535,12 @@ fn partial_writes_resend_the_rest_without_control_data() {
     a.send(b"second", &[f.as_fd()]).unwrap();
     drop(f); // queued sends hold their own duplicates
     let reader = std::thread::spawn(move || {
-        let m1 = b.recv_blocking(RecvOptions::default()).unwrap();
-        let m2 = b.recv_blocking(RecvOptions::default()).unwrap();
+        let large = RecvOptions {
+            max_bytes: 16 * 1024 * 1024,
+            ..RecvOptions::default()
+        };
+        let m1 = b.recv_blocking(large).unwrap();
+        let m2 = b.recv_blocking(large).unwrap();
         (m1.data.len(), m1.fds.len(), m2.data, m2.fds.len())
     });
     while a.has_queued() {

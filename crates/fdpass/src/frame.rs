@@ -346,6 +346,37 @@ fn take_claim(partial: &mut Partial, claim: Claim, declared: usize, limits: Limi
     }
 }
 
+/// Judges a frame's header and the descriptors that came with it, and
+/// starts or continues the message under assembly (`partial`) with them:
+/// `Ok(None)` for an abort frame (the message in progress is dropped whole),
+/// `Err` for a refusal or a protocol violation.
+fn begin_frame<'p>(
+    partial: &'p mut Option<Partial>,
+    header: &Header,
+    arrival: Arrival,
+    limits: Limits,
+) -> Result<Option<&'p mut Partial>> {
+    let declared = header.fds as usize;
+    if declared > MAX_FDS_PER_RECVMSG {
+        return Err(Error::Protocol(format!(
+            "a frame declares {declared} descriptors; one frame carries at most {MAX_FDS_PER_RECVMSG}"
+        )));
+    }
+    let claimed = claim(declared, arrival)?;
+    if header.refused {
+        return Err(Error::PeerRefused);
+    }
+    if header.abort {
+        // The sender gave up on the message in progress: drop it whole.
+        *partial = None;
+        return Ok(None);
+    }
+    let partial = partial.get_or_insert_with(Partial::default);
+    partial.admit(header, limits);
+    take_claim(partial, claimed, declared, limits);
+    Ok(Some(partial))
+}
+
 /// Room a read that may start a frame gives the kernel: what the receive
 /// still accepts for the message under assembly, none once it was refused,
 /// and never more than one `recvmsg` can bring.
@@ -533,27 +564,11 @@ impl StreamReassembler {
         arrival: Arrival,
         limits: Limits,
     ) -> Option<Result<Message>> {
-        let declared = header.fds as usize;
-        if declared > MAX_FDS_PER_RECVMSG {
-            return Some(Err(Error::Protocol(format!(
-                "a frame declares {declared} descriptors; one frame carries at most {MAX_FDS_PER_RECVMSG}"
-            ))));
-        }
-        let claimed = match claim(declared, arrival) {
-            Ok(c) => c,
+        match begin_frame(&mut self.partial, &header, arrival, limits) {
+            Ok(Some(_)) => {}
+            Ok(None) => return None,
             Err(e) => return Some(Err(e)),
-        };
-        if header.refused {
-            return Some(Err(Error::PeerRefused));
         }
-        if header.abort {
-            // The sender gave up on the message in progress: drop it whole.
-            self.partial = None;
-            return None;
-        }
-        let partial = self.partial.get_or_insert_with(Partial::default);
-        partial.admit(&header, limits);
-        take_claim(partial, claimed, declared, limits);
         if header.payload_len == 0 {
             return self.end_frame(header);
         }
@@ -643,22 +658,11 @@ impl RecordReassembler {
                 payload.len()
             ))));
         }
-        let declared = header.fds as usize;
-        let claimed = match claim(declared, arrival) {
-            Ok(c) => c,
+        match begin_frame(&mut self.partial, &header, arrival, limits) {
+            Ok(Some(partial)) => partial.append_payload(payload),
+            Ok(None) => return None,
             Err(e) => return Some(Err(e)),
-        };
-        if header.refused {
-            return Some(Err(Error::PeerRefused));
         }
-        if header.abort {
-            self.partial = None;
-            return None;
-        }
-        let partial = self.partial.get_or_insert_with(Partial::default);
-        partial.admit(&header, limits);
-        take_claim(partial, claimed, declared, limits);
-        partial.append_payload(payload);
         if header.more {
             return None;
         }

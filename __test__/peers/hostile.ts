@@ -27,6 +27,21 @@ function stdinLine(): Promise<void> {
   )
 }
 
+/** Opens /dev/null until the descriptor table is full, then closes `room` of them again; returns those left open. */
+function fillDescriptorTable(room: number): number[] {
+  const filler: number[] = []
+  for (;;) {
+    try {
+      filler.push(openSync('/dev/null', 'r'))
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'EMFILE') throw err
+      break
+    }
+  }
+  for (let i = 0; i < room; i++) closeSync(filler.pop() as number)
+  return filler
+}
+
 /** A frame header of PROTOCOL.md, written by hand so that it can lie. */
 function frameHeader(fds: number, payloadLength: number, flags = 0): Buffer {
   const header = Buffer.alloc(12)
@@ -93,16 +108,7 @@ const roles: Record<string, (channel: Channel, args: string[]) => Promise<void>>
    * must fail with EMFILE; the next one, after the table is freed, arrives.
    */
   async 'receive-at-the-limit'(channel, [room]) {
-    const filler: number[] = []
-    for (;;) {
-      try {
-        filler.push(openSync('/dev/null', 'r'))
-      } catch (err) {
-        if ((err as { code?: string }).code !== 'EMFILE') throw err
-        break
-      }
-    }
-    for (let i = 0; i < Number(room); i++) closeSync(filler.pop() as number)
+    const filler = fillDescriptorTable(Number(room))
     const before = fdCount()
     await channel.send({ data: 'ready' })
     let failure: Record<string, unknown> = {}
@@ -232,15 +238,7 @@ const roles: Record<string, (channel: Channel, args: string[]) => Promise<void>>
       connection.close()
     })
     server.on('error', (err: { code?: string }) => errors.push(err.code ?? String(err)))
-    const filler: number[] = []
-    for (;;) {
-      try {
-        filler.push(openSync('/dev/null', 'r'))
-      } catch (err) {
-        if ((err as { code?: string }).code !== 'EMFILE') throw err
-        break
-      }
-    }
+    const filler = fillDescriptorTable(0)
     const turns = async (n: number): Promise<void> => {
       for (let i = 0; i < n; i++) await new Promise((resolve) => setTimeout(resolve, 10))
     }
@@ -310,16 +308,7 @@ const roles: Record<string, (channel: Channel, args: string[]) => Promise<void>>
    * descriptors before the next receive: every one must arrive.
    */
   async 'receive-near-the-limit'(channel, [room, count]) {
-    const filler: number[] = []
-    for (;;) {
-      try {
-        filler.push(openSync('/dev/null', 'r'))
-      } catch (err) {
-        if ((err as { code?: string }).code !== 'EMFILE') throw err
-        break
-      }
-    }
-    for (let i = 0; i < Number(room); i++) closeSync(filler.pop() as number)
+    const filler = fillDescriptorTable(Number(room))
     await channel.send({ data: 'ready' })
     await stdinLine() // the parent has sent them all
     const lost: string[] = []

@@ -24,9 +24,9 @@ interface Started {
  * front of node (to lower a limit or drop privileges). Teardown kills the
  * peer and closes the channel if the case did not.
  */
-function start(t: ExecutionContext, role: string, args: string[] = [], options: { wrapper?: string[]; type?: SocketType; messageTimeout?: number } = {}): Started {
+function start(t: ExecutionContext, role: string, args: string[] = [], options: { wrapper?: string[]; nodeOptions?: string[]; type?: SocketType; messageTimeout?: number } = {}): Started {
   const before = fdCount()
-  const [command, ...prefix] = [...(options.wrapper ?? []), process.execPath]
+  const [command, ...prefix] = [...(options.wrapper ?? []), process.execPath, ...(options.nodeOptions ?? [])]
   const { child, channel } = spawnWithChannel(command as string, [...prefix, HOSTILE, role, ...args], {
     stdio: ['pipe', 'pipe', 'pipe'],
     type: options.type,
@@ -434,5 +434,17 @@ test.serial('a server out of descriptors: with nobody connecting it tries no acc
   t.is(done.accepted, 1, 'the waiting client was accepted once descriptors were freed')
   t.is(done.errors, 1)
   client.close()
+  await finish(t, started)
+})
+
+test.serial('eight idle channels that each received one 32 MiB message hold none of it after GC', async (t) => {
+  const size = 32 * 1024 * 1024
+  const started = start(t, 'large-then-idle', ['8', String(size)], { nodeOptions: ['--expose-gc'] })
+  const { peer } = started
+  const { grew, open } = await peer.within(peer.line((l) => 'grew' in l))
+  t.true(open, 'the channels are still open, idle')
+  t.log(`RSS over the start after eight 32 MiB messages, idle and after GC: ${((grew as number) / 2 ** 20).toFixed(1)} MiB`)
+  // Kept buffers would be 8 × 32 MiB (before: 368 MiB); allow one message and the allocator's slack.
+  t.true((grew as number) < 2 * size, `RSS grew by ${((grew as number) / 2 ** 20).toFixed(1)} MiB`)
   await finish(t, started)
 })

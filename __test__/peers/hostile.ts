@@ -254,6 +254,33 @@ const roles: Record<string, (channel: Channel, args: string[]) => Promise<void>>
     channel.close()
   },
 
+  /**
+   * Receives one `size`-byte message on each of `count` socket pairs (with
+   * maxBytes raised for it), drops it, and reports RSS after a GC before,
+   * and after, with the channels left idle and open.
+   */
+  async 'large-then-idle'(channel, [count, size]) {
+    const gc = (globalThis as { gc?: () => void }).gc
+    if (!gc) throw new Error('run with --expose-gc')
+    const pairs = Array.from({ length: Number(count) }, () => socketPair())
+    gc()
+    const before = process.memoryUsage().rss
+    for (const [a, b] of pairs) {
+      const [, received] = await Promise.all([a.send({ data: Buffer.alloc(Number(size), 1) }), b.recv({ maxBytes: Number(size) })])
+      if (received.data.length !== Number(size)) throw new Error('short message')
+    }
+    await new Promise((resolve) => setTimeout(resolve, 10))
+    gc()
+    await new Promise((resolve) => setImmediate(resolve))
+    gc()
+    report({ grew: process.memoryUsage().rss - before, open: pairs.every(([a, b]) => !a.closed && !b.closed) })
+    for (const [a, b] of pairs) {
+      a.close()
+      b.close()
+    }
+    channel.close()
+  },
+
   /** Its own socket on one byte that can start no frame, then it exits. */
   async 'junk-with-itself'(channel) {
     const inode = socketInode(channel.fd)
